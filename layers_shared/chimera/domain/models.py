@@ -1,0 +1,254 @@
+"""Pydantic v2 models of Chimera's state. Pure: no I/O, no environment."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from chimera.domain.errors import ValidationFailedError
+
+AgentId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+
+ABI_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GeneSpec(Frozen):
+    """One parameter of an agent's genome: a bounded float."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    type: Literal["float"] = "float"
+    low: float
+    high: float
+    default: float = 0.0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> GeneSpec:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low >= self.high:
+            raise ValueError(f"gene {self.name!r}: low must be finite and below high")
+        if not self.low <= self.default <= self.high:
+            raise ValueError(f"gene {self.name!r}: default outside [low, high]")
+        return self
+
+
+class ResourceLimits(Frozen):
+    fuel_per_call: int = Field(default=200_000_000, gt=0)
+    memory_pages: int = Field(default=64, gt=0, le=65536)
+    wall_ms: int = Field(default=2_000, gt=0)
+    wasi: bool = False
+
+
+class AgentManifest(Frozen):
+    """What a bundle declares next to its module (manifest.json)."""
+
+    agent_id: AgentId
+    abi_version: Literal[1] = ABI_VERSION
+    description: str = ""
+    suite: str = Field(description="task suite the agent is evaluated on")
+    obs_len: int = Field(gt=0, le=4096)
+    genome: tuple[GeneSpec, ...] = Field(min_length=1, max_length=4096)
+    limits: ResourceLimits = ResourceLimits()
+    kpis: tuple[str, ...] = ("score", "latency_ms", "fuel", "success")
+    module: str = "agent.wasm"
+
+    @field_validator("genome")
+    @classmethod
+    def _unique_genes(cls, genes: tuple[GeneSpec, ...]) -> tuple[GeneSpec, ...]:
+        names = [g.name for g in genes]
+        if len(set(names)) != len(names):
+            raise ValueError("gene names must be unique")
+        return genes
+
+    @property
+    def genome_len(self) -> int:
+        return len(self.genome)
+
+    def default_genes(self) -> tuple[float, ...]:
+        return tuple(g.default for g in self.genome)
+
+    def check_genes(self, genes: tuple[float, ...] | list[float]) -> None:
+        """Raise ValidationFailedError naming the first gene out of bounds."""
+        if len(genes) != self.genome_len:
+            raise ValidationFailedError(
+                "genes", f"expected {self.genome_len} values, got {len(genes)}"
+            )
+        for spec, value in zip(self.genome, genes, strict=True):
+            if not math.isfinite(value) or not spec.low <= value <= spec.high:
+                raise ValidationFailedError(
+                    f"genes.{spec.name}", f"{value!r} outside [{spec.low}, {spec.high}]"
+                )
+
+
+class Agent(Frozen):
+    manifest: AgentManifest
+    module_key: str = Field(description="where the module bytes live (path or S3 key)")
+    module_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    discovered_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def agent_id(self) -> str:
+        return self.manifest.agent_id
+
+
+class Genome(Frozen):
+    """An immutable, versioned parameter vector of one agent."""
+
+    agent_id: AgentId
+    version: int = Field(ge=1)
+    genes: tuple[float, ...]
+    parent_version: int | None = None
+    source_run: str | None = None
+    fitness: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def digest(self) -> str:
+        blob = json.dumps([self.agent_id, list(self.genes)]).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+class Alias(Frozen):
+    """Routes jobs across genome versions by weight. `revision` guards concurrent writers."""
+
+    agent_id: AgentId
+    name: str = "live"
+    weights: dict[int, float]
+    revision: int = Field(ge=0)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, w: dict[int, float]) -> dict[int, float]:
+        if not w:
+            raise ValueError("weights must name at least one genome version")
+        if any(v < 0 for v in w.values()) or not math.isclose(sum(w.values()), 1.0):
+            raise ValueError("weights must be non-negative and sum to 1")
+        return w
+
+    @property
+    def primary_version(self) -> int:
+        return max(self.weights.items(), key=lambda kv: (kv[1], kv[0]))[0]
+
+
+class KpiRecord(Frozen):
+    """One measured job. Idempotent by (agent_id, job_id)."""
+
+    agent_id: AgentId
+    genome_version: int = Field(ge=0)
+    job_id: str = Field(min_length=1, max_length=256)
+    suite: str
+    success: bool
+    score: float | None = None
+    latency_ms: float = Field(ge=0)
+    fuel: int = Field(ge=0)
+    cost_usd: float = Field(ge=0, default=0.0)
+    reason: str | None = None
+    trace_id: str | None = None
+    recorded_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _score_when_ok(self) -> KpiRecord:
+        if self.success and (self.score is None or not math.isfinite(self.score)):
+            raise ValueError("score: a successful job needs a finite score")
+        if not self.success and not self.reason:
+            raise ValueError("reason: a failed job needs a reason")
+        return self
+
+
+class Strategy(StrEnum):
+    GA = "ga"
+    CMA_ES = "cma-es"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class EvolutionRun(BaseModel):
+    """One evolution of one agent. The optimizer's state is JSON, never a pickled object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: RunId
+    agent_id: AgentId
+    suite: str
+    strategy: Strategy
+    status: RunStatus = RunStatus.RUNNING
+    seed: int
+    population_size: int = Field(gt=1, le=100_000)
+    max_generations: int = Field(gt=0, le=100_000)
+    target_fitness: float | None = None
+    generation: int = Field(default=0, ge=0, description="generations told so far")
+    asked_generation: int | None = None
+    optimizer_state: dict[str, Any]
+    incumbent_version: int | None = None
+    best_fitness: float | None = None
+    best_genes: tuple[float, ...] | None = None
+    champion_version: int | None = None
+    decision: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class Individual(Frozen):
+    index: int = Field(ge=0)
+    genes: tuple[float, ...]
+    fitness: float | None = None
+    parents: tuple[int, ...] = ()
+
+
+class Generation(Frozen):
+    """One generation of a run: candidates, then their fitnesses (lineage by parent index)."""
+
+    run_id: RunId
+    number: int = Field(ge=0)
+    individuals: tuple[Individual, ...]
+    evaluated: bool = False
+
+    @property
+    def fitnesses(self) -> list[float]:
+        return [i.fitness if i.fitness is not None else float("-inf") for i in self.individuals]
+
+
+class FitnessPoint(Frozen):
+    run_id: RunId
+    generation: int
+    best: float
+    mean: float
+    std: float
+    evaluations: int
+
+
+class Decision(Frozen):
+    """What one layer decided, for the report and the audit trail."""
+
+    execution_id: str
+    layer: str
+    summary: str
+    detail: dict[str, Any] = {}
+    at: datetime = Field(default_factory=utcnow)
+
+
+class CostEntry(Frozen):
+    entry_id: str
+    run_id: str
+    placement: str
+    estimated_usd: float = Field(ge=0)
+    actual_usd: float | None = Field(default=None, ge=0)
+    at: datetime = Field(default_factory=utcnow)
