@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.metadata
 import json
 import threading
 import time
@@ -23,6 +24,7 @@ from chimera.domain.models import ResourceLimits
 from chimera.domain.sandbox import GuestError, ModuleInfo
 
 _TICK_S = 0.005
+_WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 
 class _EpochTicker:
@@ -78,7 +80,7 @@ class Sandbox:
     def _cache_path(self, digest: str) -> Path | None:
         if self.cache_dir is None:
             return None
-        return self.cache_dir / f"{digest}-wasmtime{wasmtime.__version__}.cwasm"
+        return self.cache_dir / f"{digest}-wasmtime{_WASMTIME_VERSION}.cwasm"
 
     def _load_cached(self, digest: str) -> wasmtime.Module | None:
         path = self._cache_path(digest)
