@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+import numpy as np
+
 from chimera.domain.events import Event
 from chimera.domain.models import (
     Agent,
@@ -19,7 +21,9 @@ from chimera.domain.models import (
     Generation,
     Genome,
     KpiRecord,
+    ResourceLimits,
 )
+from chimera.domain.sandbox import ModuleInfo
 
 
 class AgentStore(Protocol):
@@ -100,3 +104,26 @@ class ArtifactStore(Protocol):
 
 class EventBus(Protocol):
     def publish(self, events: Sequence[Event]) -> None: ...
+
+
+class AgentRuntime(Protocol):
+    """One sandboxed agent instance (the batched ABI and the JSON entry point)."""
+
+    fuel_used: int
+    genome_len: int
+    obs_len: int
+
+    def prepare(self, genomes: np.ndarray, n_obs: int, shared: bool) -> None: ...
+    def act(self, obs: np.ndarray) -> np.ndarray: ...
+    def predict(self, payload: dict[str, object]) -> dict[str, object]: ...
+
+
+class SandboxPort(Protocol):
+    def inspect(self, wasm: bytes) -> ModuleInfo: ...
+    def instantiate(self, wasm: bytes, limits: ResourceLimits) -> AgentRuntime: ...
+
+
+class JobRunner(Protocol):
+    """Runs a heavy job (Batch / SageMaker locally: a subprocess) and waits for it."""
+
+    def run(self, job: str, args: Sequence[str]) -> None: ...

@@ -5,11 +5,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from chimera.adapters.aws.dynamodb_store import DynamoDbStore
 from chimera.adapters.local.sqlite_store import SqliteStore
 from chimera.ports import Store
+from moto import mock_aws
 
 
 def create_table(client, name: str) -> None:  # type: ignore[no-untyped-def]

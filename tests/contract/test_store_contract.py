@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from chimera.adapters.kv import ABSENT, Put
 from chimera.domain.errors import ConflictError, NotFoundError
 from chimera.domain.models import (
@@ -15,8 +14,8 @@ from chimera.domain.models import (
     Decision,
     EvolutionRun,
     FitnessPoint,
-    GeneSpec,
     Generation,
+    GeneSpec,
     Genome,
     Individual,
     KpiRecord,
@@ -37,8 +36,14 @@ def agent() -> Agent:
 
 def run(run_id: str = "r1") -> EvolutionRun:
     return EvolutionRun(
-        run_id=run_id, agent_id="demo", suite="cartpole-v1", strategy=Strategy.GA, seed=1,
-        population_size=4, max_generations=3, optimizer_state={"k": [1, 2]},
+        run_id=run_id,
+        agent_id="demo",
+        suite="cartpole-v1",
+        strategy=Strategy.GA,
+        seed=1,
+        population_size=4,
+        max_generations=3,
+        optimizer_state={"k": [1, 2]},
     )
 
 
@@ -80,7 +85,8 @@ def test_promotion_is_conditional(store):
 def test_concurrent_promotions_one_winner(store):
     store.promote(
         Genome(agent_id="demo", version=1, genes=(0.0, 0.0)),
-        Alias(agent_id="demo", weights={1: 1.0}, revision=1), None,
+        Alias(agent_id="demo", weights={1: 1.0}, revision=1),
+        None,
     )
     outcomes: list[str] = []
     barrier = threading.Barrier(2)
@@ -90,7 +96,8 @@ def test_concurrent_promotions_one_winner(store):
         try:
             store.promote(
                 Genome(agent_id="demo", version=version, genes=(0.5, 0.5)),
-                Alias(agent_id="demo", weights={version: 1.0}, revision=2), 1,
+                Alias(agent_id="demo", weights={version: 1.0}, revision=2),
+                1,
             )
             outcomes.append("won")
         except ConflictError:
@@ -111,8 +118,16 @@ def test_concurrent_promotions_one_winner(store):
 
 
 def test_kpis_are_idempotent(store):
-    rec = KpiRecord(agent_id="demo", genome_version=1, job_id="j1", suite="s", success=True,
-                    score=1.0, latency_ms=2.0, fuel=10)
+    rec = KpiRecord(
+        agent_id="demo",
+        genome_version=1,
+        job_id="j1",
+        suite="s",
+        success=True,
+        score=1.0,
+        latency_ms=2.0,
+        fuel=10,
+    )
     assert store.put_kpis([rec, rec]) == 1
     assert store.put_kpis([rec]) == 0
     assert store.list_kpis("demo") == [rec]
@@ -123,8 +138,7 @@ def test_evolution_state_round_trip(store):
     store.create_run(r)
     with pytest.raises(ConflictError):
         store.create_run(r)
-    gen = Generation(run_id="r1", number=0,
-                     individuals=(Individual(index=0, genes=(0.1, 0.1)),))
+    gen = Generation(run_id="r1", number=0, individuals=(Individual(index=0, genes=(0.1, 0.1)),))
     asked = r.model_copy(update={"asked_generation": 0})
     store.save_asked(asked, gen)
     assert store.get_run("r1").asked_generation == 0
@@ -146,10 +160,12 @@ def test_failed_transaction_writes_nothing(store):
     gen = Generation(run_id="r2", number=0, individuals=(Individual(index=0, genes=(0.0, 0.0)),))
     # A batch whose last put fails its condition: the first must not land either.
     with pytest.raises(ConflictError):
-        store._write([
-            Put("GEN#r2", "000000", gen.model_dump_json()),
-            Put("RUNS", "r2", before.model_dump_json(), condition=ABSENT),
-        ])
+        store._write(
+            [
+                Put("GEN#r2", "000000", gen.model_dump_json()),
+                Put("RUNS", "r2", before.model_dump_json(), condition=ABSENT),
+            ]
+        )
     with pytest.raises(NotFoundError):
         store.get_generation("r2", 0)
     assert store.get_run("r2") == before

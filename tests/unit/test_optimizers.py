@@ -6,7 +6,6 @@ import json
 import random
 
 import numpy as np
-
 from chimera.domain.optimizers import CmaEs, GeneticAlgorithm, Optimizer
 
 BOUNDS = [(-5.0, 5.0)] * 4

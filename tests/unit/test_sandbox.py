@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import wasmtime
-
 from chimera.adapters.sandbox import Sandbox
 from chimera.domain.models import AgentManifest, ResourceLimits
 from chimera.domain.sandbox import GuestError, SandboxPolicy, module_problems
@@ -55,8 +54,12 @@ def sandbox() -> Sandbox:
 
 @pytest.mark.parametrize(
     ("case", "kind"),
-    [("loops forever", "out-of-fuel"), ("grows memory without end", "out-of-fuel"),
-     ("recurses without end", "stack-overflow"), ("traps", "trap")],
+    [
+        ("loops forever", "out-of-fuel"),
+        ("grows memory without end", "out-of-fuel"),
+        ("recurses without end", "stack-overflow"),
+        ("traps", "trap"),
+    ],
 )
 def test_hostile_module_fails_cleanly(sandbox, case, kind):
     inst = sandbox.instantiate(module(BODIES[case]), LIMITS)
@@ -95,8 +98,9 @@ def test_forbidden_import_is_rejected(sandbox):
     with pytest.raises(GuestError) as err:
         sandbox.instantiate(wasm, LIMITS)
     assert err.value.kind == "forbidden-import"
-    manifest = AgentManifest(agent_id="x", suite="cartpole-v1", obs_len=4,
-                             genome=({"name": "a", "low": 0, "high": 1},))
+    manifest = AgentManifest(
+        agent_id="x", suite="cartpole-v1", obs_len=4, genome=({"name": "a", "low": 0, "high": 1},)
+    )
     problems = module_problems(sandbox.inspect(wasm), manifest, SandboxPolicy())
     assert problems == ["import 'env.system' is not allowed"]
 
@@ -109,8 +113,9 @@ def test_invalid_module_is_rejected(sandbox):
 
 def test_missing_exports_are_named(sandbox):
     wasm = wasmtime.wat2wasm('(module (memory (export "memory") 1))')
-    manifest = AgentManifest(agent_id="x", suite="cartpole-v1", obs_len=4,
-                             genome=({"name": "a", "low": 0, "high": 1},))
+    manifest = AgentManifest(
+        agent_id="x", suite="cartpole-v1", obs_len=4, genome=({"name": "a", "low": 0, "high": 1},)
+    )
     problems = module_problems(sandbox.inspect(wasm), manifest, SandboxPolicy())
     assert "missing export 'chimera_act'" in problems
     with pytest.raises(GuestError, match="does not export"):
@@ -129,7 +134,9 @@ def test_sample_agent_matches_reference(sandbox, repo):
     np.testing.assert_array_equal(inst.act(obs)[:, 0], expected)
     answer = inst.predict({"genome": [1, 0, 0, 0, -0.5], "observation": [0.25, 0, 0, 0]})
     assert answer == {"output": 0.0}
-    assert inst.predict({"genome": [1, 0, 0, 0, 0.5], "observation": [0.25, 0, 0, 0]}) == {"output": 1.0}
+    assert inst.predict({"genome": [1, 0, 0, 0, 0.5], "observation": [0.25, 0, 0, 0]}) == {
+        "output": 1.0
+    }
     assert inst.fuel_used > 0
 
 

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chimera.domain.errors import ConflictError, NotFoundError
+from chimera.domain.errors import NotFoundError
 from chimera.domain.models import (
     Agent,
     Alias,
@@ -74,7 +74,9 @@ class KeyValueStore(abc.ABC):
     @staticmethod
     def _genome_put(genome: Genome) -> Put:
         return Put(
-            f"GENOMES#{genome.agent_id}", f"{genome.version:08d}", genome.model_dump_json(),
+            f"GENOMES#{genome.agent_id}",
+            f"{genome.version:08d}",
+            genome.model_dump_json(),
             condition=ABSENT,
         )
 
@@ -100,7 +102,10 @@ class KeyValueStore(abc.ABC):
 
     def promote(self, genome: Genome, alias: Alias, expected_revision: int | None) -> None:
         alias_put = Put(
-            f"ALIASES#{alias.agent_id}", alias.name, alias.model_dump_json(), rev=alias.revision,
+            f"ALIASES#{alias.agent_id}",
+            alias.name,
+            alias.model_dump_json(),
+            rev=alias.revision,
             condition=ABSENT if expected_revision is None else expected_revision,
         )
         exists = self._get(f"GENOMES#{genome.agent_id}", f"{genome.version:08d}")
@@ -144,10 +149,12 @@ class KeyValueStore(abc.ABC):
         self._write([Put("RUNS", run.run_id, run.model_dump_json())])
 
     def save_asked(self, run: EvolutionRun, generation: Generation) -> None:
-        self._write([
-            Put(f"GEN#{run.run_id}", f"{generation.number:06d}", generation.model_dump_json()),
-            Put("RUNS", run.run_id, run.model_dump_json()),
-        ])
+        self._write(
+            [
+                Put(f"GEN#{run.run_id}", f"{generation.number:06d}", generation.model_dump_json()),
+                Put("RUNS", run.run_id, run.model_dump_json()),
+            ]
+        )
 
     def put_shard_fitness(
         self, run_id: str, generation: int, shard: int, fitness: dict[int, float]
@@ -168,11 +175,13 @@ class KeyValueStore(abc.ABC):
         return Generation.model_validate_json(doc)
 
     def save_told(self, run: EvolutionRun, generation: Generation, point: FitnessPoint) -> None:
-        self._write([
-            Put(f"GEN#{run.run_id}", f"{generation.number:06d}", generation.model_dump_json()),
-            Put(f"FIT#{run.run_id}", f"{point.generation:06d}", point.model_dump_json()),
-            Put("RUNS", run.run_id, run.model_dump_json()),
-        ])
+        self._write(
+            [
+                Put(f"GEN#{run.run_id}", f"{generation.number:06d}", generation.model_dump_json()),
+                Put(f"FIT#{run.run_id}", f"{point.generation:06d}", point.model_dump_json()),
+                Put("RUNS", run.run_id, run.model_dump_json()),
+            ]
+        )
 
     def fitness_history(self, run_id: str) -> list[FitnessPoint]:
         return [FitnessPoint.model_validate_json(d) for d in self._query(f"FIT#{run_id}")]
@@ -192,4 +201,3 @@ class KeyValueStore(abc.ABC):
     def list_costs(self, run_id: str | None = None) -> list[CostEntry]:
         costs = [CostEntry.model_validate_json(d) for d in self._query("COSTS")]
         return [c for c in costs if run_id is None or c.run_id == run_id]
-

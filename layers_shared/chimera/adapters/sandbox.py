@@ -96,7 +96,9 @@ class Sandbox:
         try:
             module = wasmtime.Module(self.engine, wasm)
         except wasmtime.WasmtimeError as exc:
-            raise GuestError("invalid-module", f"module does not compile: {_first_line(exc)}") from exc
+            raise GuestError(
+                "invalid-module", f"module does not compile: {_first_line(exc)}"
+            ) from exc
         path = self._cache_path(digest)
         if path is not None:
             tmp = path.with_suffix(".tmp")
@@ -115,7 +117,9 @@ class Sandbox:
     def instantiate(self, wasm: bytes, limits: ResourceLimits) -> AgentInstance:
         module = self.compile(wasm)
         store = wasmtime.Store(self.engine)
-        store.set_limits(memory_size=limits.memory_pages * 65536, table_elements=10_000, instances=1)
+        store.set_limits(
+            memory_size=limits.memory_pages * 65536, table_elements=10_000, instances=1
+        )
         linker = wasmtime.Linker(self.engine)
         if limits.wasi:
             linker.define_wasi()
@@ -213,7 +217,9 @@ class AgentInstance:
         obs = np.ascontiguousarray(obs, dtype=np.float32)
         expected = (b.n_obs if b.shared else b.n_agents * b.n_obs) * self.obs_len
         if obs.size != expected:
-            raise GuestError("abi-mismatch", f"expected {expected} observation values, got {obs.size}")
+            raise GuestError(
+                "abi-mismatch", f"expected {expected} observation values, got {obs.size}"
+            )
         self._view(b.obs, obs.nbytes)[:] = obs.view(np.uint8).ravel()
         rc = int(self._call(self._act, b.genomes, b.n_agents, b.obs, b.n_obs, int(b.shared), b.out))
         if rc != 0:
@@ -235,7 +241,9 @@ class AgentInstance:
         try:
             answer = json.loads(raw)
         except ValueError as exc:
-            raise GuestError("guest-error", f"chimera_predict wrote invalid JSON: {raw[:80]!r}") from exc
+            raise GuestError(
+                "guest-error", f"chimera_predict wrote invalid JSON: {raw[:80]!r}"
+            ) from exc
         if not isinstance(answer, dict):
             raise GuestError("guest-error", "chimera_predict must answer a JSON object")
         return answer
@@ -252,7 +260,9 @@ def _first_line(exc: BaseException) -> str:
 def _guest_error(exc: BaseException, limits: ResourceLimits) -> GuestError:
     code = getattr(exc, "trap_code", None)
     if code == wasmtime.TrapCode.OUT_OF_FUEL:
-        return GuestError("out-of-fuel", f"fuel budget of {limits.fuel_per_call} per call exhausted")
+        return GuestError(
+            "out-of-fuel", f"fuel budget of {limits.fuel_per_call} per call exhausted"
+        )
     if code == wasmtime.TrapCode.INTERRUPT:
         return GuestError("timeout", f"wall-clock limit of {limits.wall_ms} ms exceeded")
     if code == wasmtime.TrapCode.STACK_OVERFLOW:

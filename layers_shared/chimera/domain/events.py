@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chimera.domain.models import utcnow
+from chimera.domain.models import KpiRecord, utcnow
 
 SOURCE = "chimera"
 
@@ -29,11 +29,7 @@ class AgentDiscovered(Event):
 
 class KpiRecorded(Event):
     detail_type: ClassVar[str] = "KpiRecorded"
-    agent_id: str
-    genome_version: int
-    job_id: str
-    success: bool
-    score: float | None = None
+    record: KpiRecord
 
 
 class EvolutionRunCompleted(Event):

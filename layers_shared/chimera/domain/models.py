@@ -187,6 +187,7 @@ class EvolutionRun(BaseModel):
 
     run_id: RunId
     agent_id: AgentId
+    execution_id: str | None = Field(default=None, description="the execution driving it now")
     suite: str
     strategy: Strategy
     status: RunStatus = RunStatus.RUNNING

@@ -82,8 +82,12 @@ class Optimizer(abc.ABC):
     # construction ------------------------------------------------------------------------
     @classmethod
     def create(
-        cls, bounds: Bounds, population_size: int, seed: int,
-        x0: Sequence[float] | None = None, **params: Any,
+        cls,
+        bounds: Bounds,
+        population_size: int,
+        seed: int,
+        x0: Sequence[float] | None = None,
+        **params: Any,
     ) -> Optimizer:
         state: dict[str, Any] = {
             "kind": cls.kind,
@@ -122,8 +126,10 @@ class Optimizer(abc.ABC):
         if self.state["pending"] is None:
             with _seeded(self.state):
                 self.state["pending"] = self._ask()
-        return [Candidate(tuple(self._clip(c["genes"])), tuple(c["parents"]))
-                for c in self.state["pending"]]
+        return [
+            Candidate(tuple(self._clip(c["genes"])), tuple(c["parents"]))
+            for c in self.state["pending"]
+        ]
 
     def tell(self, fitnesses: Sequence[float]) -> None:
         pending = self.state["pending"]
@@ -162,8 +168,14 @@ class Optimizer(abc.ABC):
             if x0 is not None and i == 0:
                 out.append(list(x0))
             elif x0 is not None:
-                out.append(self._clip([random.gauss(x, 0.1 * (hi - lo))
-                                       for x, (lo, hi) in zip(x0, self.bounds, strict=True)]))
+                out.append(
+                    self._clip(
+                        [
+                            random.gauss(x, 0.1 * (hi - lo))
+                            for x, (lo, hi) in zip(x0, self.bounds, strict=True)
+                        ]
+                    )
+                )
             else:
                 out.append([random.uniform(lo, hi) for lo, hi in self.bounds])
         return out
@@ -182,8 +194,15 @@ class GeneticAlgorithm(Optimizer):
 
     @staticmethod
     def default_params(bounds: Bounds) -> dict[str, Any]:
-        return {"tournsize": 3, "cxpb": 0.6, "mutpb": 0.3, "indpb": 0.3, "alpha": 0.3,
-                "sigma_frac": 0.1, "elite": 2}
+        return {
+            "tournsize": 3,
+            "cxpb": 0.6,
+            "mutpb": 0.3,
+            "indpb": 0.3,
+            "alpha": 0.3,
+            "sigma_frac": 0.1,
+            "elite": 2,
+        }
 
     def _init_state(self) -> None:
         self.state["population"] = None  # list of {"genes", "fitness"} of the last told gen
@@ -247,7 +266,9 @@ class CmaEs(Optimizer):
     def _strategy(self) -> cma.Strategy:
         s = self.state["cma"]
         strat = cma.Strategy(
-            centroid=s["centroid"], sigma=s["sigma"], lambda_=self.state["population_size"],
+            centroid=s["centroid"],
+            sigma=s["sigma"],
+            lambda_=self.state["population_size"],
             cmatrix=np.array(s["C"]),
         )
         strat.pc = np.array(s["pc"])
@@ -265,7 +286,9 @@ class CmaEs(Optimizer):
         for c, f in zip(pending, fitnesses, strict=True):
             ind = _Individual(c["genes"])
             overshoot = np.subtract(c["genes"], self._clip(c["genes"]))
-            ind.fitness.values = (f - self.state["params"]["penalty"] * float(overshoot @ overshoot),)
+            ind.fitness.values = (
+                f - self.state["params"]["penalty"] * float(overshoot @ overshoot),
+            )
             population.append(ind)
         strat.update(population)
         self.state["cma"] = {

@@ -33,6 +33,9 @@ class SuiteResult:
 class Suite(Protocol):
     name: str
     score_name: str
+    target_fitness: float | None  # evolution may stop once reached
+    max_generations: int
+    seconds_per_evaluation: float  # one genome, on one Lambda (layer 8's estimate)
 
     def evaluate(
         self, policy: BatchPolicy, genomes: np.ndarray, seed: int, split: Split = "train"
@@ -44,8 +47,11 @@ class CartPole:
 
     name = "cartpole-v1"
     score_name = "mean return"
+    target_fitness = 500.0
+    max_generations = 40
+    seconds_per_evaluation = 0.002
 
-    def __init__(self, train_episodes: int = 5, holdout_episodes: int = 100) -> None:
+    def __init__(self, train_episodes: int = 20, holdout_episodes: int = 100) -> None:
         self.train_episodes = train_episodes
         self.holdout_episodes = holdout_episodes
 
@@ -100,6 +106,9 @@ class BreastCancer:
 
     name = "breast-cancer"
     score_name = "accuracy"
+    target_fitness = None
+    max_generations = 200
+    seconds_per_evaluation = 0.0002
 
     def __init__(self, l2: float = 1e-3) -> None:
         self.l2 = l2
@@ -112,7 +121,9 @@ class BreastCancer:
         policy.prepare(genomes, n_obs=x.shape[0], shared=True)
         logits = policy.act(x).astype(np.float64)  # (n_agents, n_samples)
         # Mean log-likelihood: smooth for the optimizer, unlike accuracy.
-        loglik = -(np.logaddexp(0.0, -logits) * y + np.logaddexp(0.0, logits) * (1 - y)).mean(axis=1)
+        loglik = -(np.logaddexp(0.0, -logits) * y + np.logaddexp(0.0, logits) * (1 - y)).mean(
+            axis=1
+        )
         weights = np.asarray(genomes, dtype=np.float64)[:, :-1]
         fitness = loglik - self.l2 * (weights**2).sum(axis=1)
         accuracy = ((logits > 0) == (y > 0.5)).mean(axis=1)

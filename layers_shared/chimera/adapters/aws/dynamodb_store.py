@@ -57,8 +57,9 @@ class DynamoDbStore(KeyValueStore):
     def _write(self, puts: Sequence[Put]) -> None:
         if len(puts) == 1:
             try:
-                self.client.put_item(TableName=self.table, Item=self._item(puts[0]),
-                                     **self._condition(puts[0]))
+                self.client.put_item(
+                    TableName=self.table, Item=self._item(puts[0]), **self._condition(puts[0])
+                )
             except self.client.exceptions.ConditionalCheckFailedException as exc:
                 raise ConflictError(f"{puts[0].pk}/{puts[0].sk}: condition failed") from exc
             return
@@ -74,7 +75,8 @@ class DynamoDbStore(KeyValueStore):
     def _put_if_absent(self, put: Put) -> bool:
         try:
             self.client.put_item(
-                TableName=self.table, Item=self._item(put),
+                TableName=self.table,
+                Item=self._item(put),
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except self.client.exceptions.ConditionalCheckFailedException:

@@ -49,15 +49,17 @@ class SqliteStore(KeyValueStore):
             self._local.conn = None
 
     def _get(self, pk: str, sk: str) -> str | None:
-        row = self._conn().execute(
-            "SELECT doc FROM items WHERE pk = ? AND sk = ?", (pk, sk)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT doc FROM items WHERE pk = ? AND sk = ?", (pk, sk))
+            .fetchone()
+        )
         return None if row is None else row[0]
 
     def _query(self, pk: str) -> list[str]:
-        rows = self._conn().execute(
-            "SELECT doc FROM items WHERE pk = ? ORDER BY sk", (pk,)
-        ).fetchall()
+        rows = (
+            self._conn().execute("SELECT doc FROM items WHERE pk = ? ORDER BY sk", (pk,)).fetchall()
+        )
         return [r[0] for r in rows]
 
     def _write(self, puts: Sequence[Put]) -> None:

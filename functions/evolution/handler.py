@@ -1,0 +1,31 @@
+"""Layer 7 — evolution."""
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from chimera.runtime import handle
+from chimera.services import evolution
+from chimera.services.contracts import (
+    AskRequest,
+    FailRequest,
+    FinishRequest,
+    PromoteRequest,
+    ProposeRequest,
+    StartRequest,
+    TellRequest,
+)
+
+logger = Logger(service="chimera-evolution")
+ROUTES = {
+    "start": (StartRequest, evolution.start),
+    "ask": (AskRequest, evolution.ask),
+    "tell": (TellRequest, evolution.tell),
+    "propose": (ProposeRequest, evolution.propose),
+    "promote": (PromoteRequest, evolution.promote),
+    "finish": (FinishRequest, evolution.finish),
+    "fail": (FailRequest, evolution.fail),
+}
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return handle(event, ROUTES)

@@ -1,0 +1,192 @@
+"""`chimera`: the operator's command line (local mode: the embedded default)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from chimera.domain.errors import ChimeraError
+
+
+def _progress(quiet: bool) -> Any:
+    names = {
+        "Discover": "layer 1  discovering agents",
+        "Plan": "layer 2  planning",
+        "Validate": "layer 3  validating",
+        "ChooseStrategy": "layer 6  choosing the search",
+        "Place": "layer 8  placing and pricing",
+        "Holdout": "layer 4  scoring candidate and incumbent on hold-out data",
+        "Gate": "layer 3  gating the promotion",
+        "Promote": "layer 7  promoting",
+        "KeepIncumbent": "layer 7  keeping the incumbent",
+        "Report": "layer 5  reporting",
+    }
+
+    def on_state(execution: str, state: str, data: Any) -> None:
+        if quiet:
+            return
+        agent = data.get("agent_id", "") if isinstance(data, dict) else ""
+        prefix = f"  [{agent}] " if agent else "  "
+        if state == "Adapt" and isinstance(data, dict) and "tell" in data:
+            t = data["tell"]
+            best = t.get("best_fitness")
+            print(
+                f"{prefix}generation {t['generation']:>3}  best {best:.4g}"
+                if best is not None
+                else f"{prefix}generation {t['generation']:>3}",
+                flush=True,
+            )
+        elif state in names:
+            print(f"{prefix}{names[state]}", flush=True)
+
+    return on_state
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from chimera import report
+    from chimera.adapters.local.asl import ExecutionFailedError
+    from chimera.adapters.local.workflows import local_executor, state_machine_arn
+    from chimera.runtime import deps
+    from chimera.settings import Settings
+
+    settings = Settings()
+    ports = deps()
+    name = f"cycle-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    print(f"chimera run {name}: state under {settings.home}/", flush=True)
+    executor = local_executor(on_state=_progress(args.quiet))
+    started = time.perf_counter()
+    try:
+        output = executor.start(
+            state_machine_arn("optimization-cycle"), {"objective": args.objective}, name
+        )
+        status, items = "succeeded", output.get("work", [])
+    except ExecutionFailedError as exc:
+        status, items = f"failed ({exc})", []
+    seconds = time.perf_counter() - started
+    rep = report.collect(ports.store, name, status, seconds, items)
+    print()
+    print(report.text(rep))
+    out_dir = settings.home / "reports"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    page = report.to_html(rep)
+    (out_dir / f"{name}.html").write_text(page)
+    (out_dir / "latest.html").write_text(page)
+    print(f"\nReport: {out_dir / (name + '.html')}")
+    failed = status != "succeeded" or any(i.get("status") == "failed" for i in items)
+    return 1 if failed else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from chimera.runtime import deps
+
+    store = deps().store
+    agents = store.list_agents()
+    if not agents:
+        print("No agents yet: run `chimera run` first.")
+        return 0
+    rows = []
+    for agent in agents:
+        alias = store.get_alias(agent.agent_id)
+        row: dict[str, Any] = {
+            "agent_id": agent.agent_id,
+            "suite": agent.manifest.suite,
+            "live": None,
+        }
+        if alias is not None:
+            genome = store.get_genome(agent.agent_id, alias.primary_version)
+            holdout = [
+                k
+                for k in store.list_kpis(agent.agent_id)
+                if k.genome_version == genome.version and ":holdout:" in k.job_id
+            ]
+            row["live"] = {
+                "version": genome.version,
+                "weights": alias.weights,
+                "revision": alias.revision,
+                "source_run": genome.source_run,
+                "training_fitness": genome.fitness,
+                "holdout_score": holdout[-1].score if holdout else None,
+                "genes": dict(
+                    zip((g.name for g in agent.manifest.genome), genome.genes, strict=True)
+                ),
+            }
+        runs = store.list_runs(agent.agent_id)
+        if runs:
+            last = runs[-1]
+            row["last_run"] = {
+                "run_id": last.run_id,
+                "status": last.status.value,
+                "generations": last.generation,
+                "decision": last.decision,
+            }
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for row in rows:
+        live = row["live"]
+        print(f"{row['agent_id']}  ({row['suite']})")
+        if live is None:
+            print("  no live genome")
+        else:
+            score = live["holdout_score"]
+            print(
+                f"  live: v{live['version']} (alias revision {live['revision']}, from "
+                f"{live['source_run'] or 'manifest defaults'})"
+            )
+            print(f"  hold-out score: {score:.4g}" if score is not None else "  hold-out score: -")
+            genes = ", ".join(f"{k}={v:.4g}" for k, v in list(live["genes"].items())[:8])
+            more = len(live["genes"]) - 8
+            print(f"  genes: {genes}" + (f", ... (+{more})" if more > 0 else ""))
+        if "last_run" in row:
+            r = row["last_run"]
+            print(
+                f"  last run: {r['run_id']} {r['status']}, {r['generations']} generations, "
+                f"{r['decision']}"
+            )
+    return 0
+
+
+def cmd_genomes(args: argparse.Namespace) -> int:
+    from chimera.runtime import deps
+
+    store = deps().store
+    alias = store.get_alias(args.agent_id)
+    for g in store.list_genomes(args.agent_id):
+        live = " live" if alias and g.version in alias.weights else ""
+        fit = f"{g.fitness:.4g}" if g.fitness is not None else "-"
+        print(
+            f"v{g.version}{live}  fitness {fit}  from {g.source_run or 'defaults'}  "
+            f"{g.created_at:%Y-%m-%d %H:%M:%S}"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chimera", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a full optimization cycle on the bundled agents")
+    run.add_argument("--objective", default="improve every agent on its suite")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.set_defaults(func=cmd_run)
+    status = sub.add_parser("status", help="the live genome of every agent, from the store")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    genomes = sub.add_parser("genomes", help="an agent's genome versions")
+    genomes.add_argument("agent_id")
+    genomes.set_defaults(func=cmd_genomes)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ChimeraError as exc:
+        print(f"chimera: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

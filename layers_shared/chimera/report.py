@@ -1,0 +1,140 @@
+"""The run report a person reads: text for the terminal, an HTML page with the fitness plot."""
+
+from __future__ import annotations
+
+import html
+import io
+from dataclasses import dataclass
+from typing import Any
+
+from chimera.domain.models import Decision, EvolutionRun, FitnessPoint, KpiRecord
+from chimera.domain.suites import get_suite
+from chimera.ports import Store
+
+
+@dataclass
+class RunView:
+    run: EvolutionRun
+    history: list[FitnessPoint]
+    holdout: list[KpiRecord]
+    live_version: int | None
+
+
+@dataclass
+class Report:
+    execution_id: str
+    status: str
+    seconds: float
+    decisions: list[Decision]
+    runs: list[RunView]
+    items: list[dict[str, Any]]
+
+
+def collect(
+    store: Store, execution_id: str, status: str, seconds: float, items: list[dict[str, Any]]
+) -> Report:
+    runs = []
+    for run in store.list_runs():
+        if run.execution_id != execution_id:
+            continue
+        holdout = [
+            k for k in store.list_kpis(run.agent_id) if k.job_id.startswith(f"{run.run_id}:")
+        ]
+        alias = store.get_alias(run.agent_id)
+        runs.append(
+            RunView(
+                run,
+                store.fitness_history(run.run_id),
+                holdout,
+                alias.primary_version if alias else None,
+            )
+        )
+    return Report(execution_id, status, seconds, store.list_decisions(execution_id), runs, items)
+
+
+def _score(view: RunView, version: int | None) -> str:
+    for k in view.holdout:
+        if k.genome_version == version:
+            return f"{k.score:.4g}" if k.success and k.score is not None else f"failed ({k.reason})"
+    return "-"
+
+
+def text(report: Report) -> str:
+    lines = [
+        f"Optimization cycle {report.execution_id}: {report.status} in {report.seconds:.1f} s",
+        "",
+    ]
+    for v in report.runs:
+        r = v.run
+        suite = get_suite(r.suite)
+        lines += [
+            f"  {r.agent_id}  ({r.suite}, {r.strategy.value}, population {r.population_size})",
+            f"    generations {r.generation}, best training fitness {r.best_fitness:.4g}"
+            if r.best_fitness is not None
+            else f"    generations {r.generation}",
+            f"    hold-out {suite.score_name}: candidate v{r.champion_version} {_score(v, r.champion_version)}"
+            f", incumbent v{r.incumbent_version} {_score(v, r.incumbent_version)}",
+            f"    decision: {r.decision}   live now: v{v.live_version}",
+        ]
+    failed = [i for i in report.items if i.get("status") not in ("evolved",)]
+    for item in failed:
+        lines.append(
+            f"  {item.get('agent_id')}: {item.get('status')} {item.get('problems') or item.get('error') or ''}"
+        )
+    lines += ["", "  Layers:"]
+    lines += [f"    [{d.layer}] {d.summary}" for d in report.decisions]
+    return "\n".join(lines)
+
+
+def _plot_svg(report: Report) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    views = [v for v in report.runs if v.history]
+    if not views:
+        return "<p>No generations were evaluated.</p>"
+    fig, axes = plt.subplots(1, len(views), figsize=(6 * len(views), 3.6), squeeze=False)
+    for ax, v in zip(axes[0], views, strict=True):
+        gens = [p.generation for p in v.history]
+        ax.plot(gens, [p.best for p in v.history], label="best", color="#1f6feb")
+        ax.plot(gens, [p.mean for p in v.history], label="mean", color="#8b949e")
+        ax.set_title(f"{v.run.agent_id} ({v.run.strategy.value})")
+        ax.set_xlabel("generation")
+        ax.set_ylabel("fitness")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg") :]
+
+
+def to_html(report: Report) -> str:
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(v.run.agent_id)}</td><td>{e(v.run.strategy.value)}</td><td>{v.run.generation}</td>"
+        f"<td>{(v.run.best_fitness or 0):.4g}</td><td>v{v.run.champion_version}: {e(_score(v, v.run.champion_version))}</td>"
+        f"<td>v{v.run.incumbent_version}: {e(_score(v, v.run.incumbent_version))}</td>"
+        f"<td>{e(v.run.decision or '')}</td></tr>"
+        for v in report.runs
+    )
+    decisions = "".join(
+        f"<tr><td>{e(d.at.strftime('%H:%M:%S'))}</td><td>{e(d.layer)}</td><td>{e(d.summary)}</td></tr>"
+        for d in report.decisions
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Chimera cycle {e(report.execution_id)}</title>
+<style>body{{font:14px system-ui,sans-serif;margin:2em;color:#1f2328}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left}}th{{background:#f6f8fa}}</style></head>
+<body><h1>Optimization cycle {e(report.execution_id)}</h1>
+<p>Status: <b>{e(report.status)}</b>, {report.seconds:.1f} s.</p>
+<h2>Fitness per generation</h2>{_plot_svg(report)}
+<h2>Runs</h2><table><tr><th>agent</th><th>strategy</th><th>generations</th><th>best training fitness</th>
+<th>candidate (hold-out)</th><th>incumbent (hold-out)</th><th>decision</th></tr>{rows}</table>
+<h2>What each layer decided</h2><table><tr><th>time</th><th>layer</th><th>decision</th></tr>{decisions}</table>
+</body></html>
+"""

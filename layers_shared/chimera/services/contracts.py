@@ -1,0 +1,248 @@
+"""Inputs and outputs of the layer handlers: parsed at the edge, one model per action.
+
+Each handler's event is a discriminated union on `action`; the state machines send these
+shapes. Payloads carry ids, never large blobs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chimera.domain.models import AgentId, KpiRecord, RunId, Strategy
+
+
+class Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ExecutionId = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+# -- layer 1 -------------------------------------------------------------------------------
+class DiscoverRequest(Msg):
+    action: Literal["discover"] = "discover"
+    execution_id: ExecutionId
+
+
+class DiscoverResult(Msg):
+    agents: list[str]
+    rejected: list[dict[str, str]]
+
+
+# -- layer 2 -------------------------------------------------------------------------------
+class PlanRequest(Msg):
+    action: Literal["plan"] = "plan"
+    execution_id: ExecutionId
+    agents: list[AgentId]
+    objective: str = "improve every agent on its suite"
+
+
+class PlanItem(Msg):
+    execution_id: ExecutionId
+    agent_id: AgentId
+    suite: str
+    action: Literal["evolve", "skip"]
+    reason: str
+
+
+class PlanResult(Msg):
+    items: list[PlanItem]
+
+
+# -- layer 3 -------------------------------------------------------------------------------
+class ValidateRequest(Msg):
+    action: Literal["validate"] = "validate"
+    execution_id: ExecutionId
+    agent_id: AgentId
+
+
+class ValidateResult(Msg):
+    ok: bool
+    problems: list[str]
+
+
+class GateRequest(Msg):
+    action: Literal["gate"] = "gate"
+    execution_id: ExecutionId
+    run_id: RunId
+    candidate: KpiRecord
+    incumbent: KpiRecord | None = None
+
+
+class GateResult(Msg):
+    approved: bool
+    reason: str
+
+
+# -- layer 4 -------------------------------------------------------------------------------
+class Shard(Msg):
+    run_id: RunId
+    generation: int = Field(ge=0)
+    shard: int = Field(ge=0)
+    start: int = Field(ge=0)
+    stop: int = Field(ge=0)
+
+
+class EvaluateShardRequest(Shard):
+    action: Literal["evaluate"] = "evaluate"
+
+
+class EvaluateShardResult(Msg):
+    shard: int
+    evaluated: int
+    failed: str | None = None
+
+
+class HoldoutRequest(Msg):
+    action: Literal["holdout"] = "holdout"
+    execution_id: ExecutionId
+    run_id: RunId
+
+
+class HoldoutResult(Msg):
+    candidate: KpiRecord
+    incumbent: KpiRecord | None
+    records: list[KpiRecord]
+
+
+class PredictRequest(Msg):
+    action: Literal["predict"] = "predict"
+    agent_id: AgentId
+    job_id: str = Field(min_length=1, max_length=256)
+    observation: list[float] = Field(min_length=1, max_length=4096)
+
+
+class PredictResult(Msg):
+    agent_id: str
+    genome_version: int
+    job_id: str
+    output: dict[str, object]
+    latency_ms: float
+
+
+# -- layer 5 -------------------------------------------------------------------------------
+class IngestRequest(Msg):
+    action: Literal["ingest"] = "ingest"
+    records: list[KpiRecord] = Field(max_length=1000)
+
+
+class IngestResult(Msg):
+    received: int
+    new: int
+
+
+class ReportRequest(Msg):
+    action: Literal["report"] = "report"
+    execution_id: ExecutionId
+
+
+# -- layer 6 -------------------------------------------------------------------------------
+class ChooseRequest(Msg):
+    action: Literal["choose"] = "choose"
+    execution_id: ExecutionId
+    agent_id: AgentId
+
+
+class StrategyChoice(Msg):
+    strategy: Strategy
+    population_size: int
+    max_generations: int
+    target_fitness: float | None
+    reason: str
+
+
+class AdaptRequest(Msg):
+    action: Literal["adapt"] = "adapt"
+    execution_id: ExecutionId
+    run_id: RunId
+
+
+class AdaptResult(Msg):
+    proceed: bool
+    reason: str
+
+
+# -- layer 7 -------------------------------------------------------------------------------
+class StartRequest(Msg):
+    action: Literal["start"] = "start"
+    execution_id: ExecutionId
+    agent_id: AgentId
+    choice: StrategyChoice
+    seed: int | None = None
+
+
+class StartResult(Msg):
+    run_id: str
+    resumed: bool
+    phase: Literal["evolve", "finalize"]
+    generation: int
+
+
+class RunRef(Msg):
+    execution_id: ExecutionId
+    run_id: RunId
+
+
+class AskRequest(RunRef):
+    action: Literal["ask"] = "ask"
+
+
+class AskResult(Msg):
+    run_id: str
+    generation: int
+    shards: list[Shard]
+
+
+class TellRequest(RunRef):
+    action: Literal["tell"] = "tell"
+
+
+class TellResult(Msg):
+    run_id: str
+    generation: int
+    best_fitness: float | None
+
+
+class ProposeRequest(RunRef):
+    action: Literal["propose"] = "propose"
+
+
+class ProposeResult(Msg):
+    run_id: str
+    candidate_version: int
+    incumbent_version: int | None
+
+
+class PromoteRequest(RunRef):
+    action: Literal["promote"] = "promote"
+
+
+class FinishRequest(RunRef):
+    action: Literal["finish"] = "finish"
+    reason: str
+
+
+class FailRequest(Msg):
+    action: Literal["fail"] = "fail"
+    execution_id: ExecutionId
+    run_id: RunId | None = None
+    error: dict[str, object] = {}
+
+
+class RunOutcome(Msg):
+    run_id: str | None
+    status: str
+    decision: str
+
+
+# -- layer 8 -------------------------------------------------------------------------------
+class PlaceRequest(RunRef):
+    action: Literal["place"] = "place"
+
+
+class PlaceResult(Msg):
+    placement: Literal["lambda", "batch"]
+    detail: str
+    estimated_usd: float

@@ -1,0 +1,162 @@
+"""Layer 4: run evaluation batches and single jobs in the sandbox; emit KPIs."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import zlib
+
+import numpy as np
+
+from chimera.domain.errors import NotFoundError, ValidationFailedError
+from chimera.domain.events import KpiRecorded
+from chimera.domain.models import Agent, Alias, KpiRecord
+from chimera.domain.sandbox import GuestError
+from chimera.domain.suites import get_suite
+from chimera.ports import AgentRuntime
+from chimera.services.contracts import (
+    EvaluateShardRequest,
+    EvaluateShardResult,
+    HoldoutRequest,
+    HoldoutResult,
+    PredictRequest,
+    PredictResult,
+)
+from chimera.services.deps import Deps
+
+FAILED_FITNESS = -1e300
+
+
+def generation_seed(run_seed: int, generation: int) -> int:
+    return (run_seed * 1_000_003 + generation * 7_919) % 1_000_000_000
+
+
+def load_runtime(deps: Deps, agent: Agent) -> AgentRuntime:
+    wasm = deps.artifacts.read(agent.module_key)
+    if hashlib.sha256(wasm).hexdigest() != agent.module_digest:
+        raise GuestError(
+            "digest-mismatch", f"module at {agent.module_key} differs from the discovered digest"
+        )
+    return deps.sandbox.instantiate(wasm, agent.manifest.limits)
+
+
+def evaluate_shard(req: EvaluateShardRequest, deps: Deps) -> EvaluateShardResult:
+    run = deps.store.get_run(req.run_id)
+    generation = deps.store.get_generation(req.run_id, req.generation)
+    individuals = generation.individuals[req.start : req.stop]
+    if not individuals:
+        raise ValidationFailedError("start", f"shard [{req.start}, {req.stop}) is empty")
+    agent = deps.store.get_agent(run.agent_id)
+    genomes = np.array([i.genes for i in individuals], dtype=np.float32)
+    failed = None
+    try:
+        result = get_suite(run.suite).evaluate(
+            load_runtime(deps, agent), genomes, seed=generation_seed(run.seed, req.generation)
+        )
+        fitness = [float(f) if math.isfinite(f) else FAILED_FITNESS for f in result.fitness]
+    except GuestError as exc:
+        failed, fitness = exc.reason, [FAILED_FITNESS] * len(individuals)
+    deps.store.put_shard_fitness(
+        req.run_id,
+        req.generation,
+        req.shard,
+        {i.index: f for i, f in zip(individuals, fitness, strict=True)},
+    )
+    return EvaluateShardResult(shard=req.shard, evaluated=len(individuals), failed=failed)
+
+
+def _holdout_kpi(deps: Deps, agent: Agent, version: int, run_id: str, seed: int) -> KpiRecord:
+    genome = deps.store.get_genome(agent.agent_id, version)
+    suite = get_suite(agent.manifest.suite)
+    started = time.perf_counter()
+    runtime = None
+    try:
+        runtime = load_runtime(deps, agent)
+        result = suite.evaluate(
+            runtime, np.array([genome.genes], dtype=np.float32), seed=seed, split="holdout"
+        )
+        success, score, reason = True, float(result.score[0]), None
+    except GuestError as exc:
+        success, score, reason = False, None, exc.reason
+    return KpiRecord(
+        agent_id=agent.agent_id,
+        genome_version=version,
+        job_id=f"{run_id}:holdout:v{version}",
+        suite=suite.name,
+        success=success,
+        score=score,
+        reason=reason,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        fuel=runtime.fuel_used if runtime is not None else 0,
+        trace_id=run_id,
+    )
+
+
+def holdout(req: HoldoutRequest, deps: Deps) -> HoldoutResult:
+    """Score the run's candidate and the live incumbent on the same unseen data."""
+    run = deps.store.get_run(req.run_id)
+    if run.champion_version is None:
+        raise ValidationFailedError("run_id", f"run {req.run_id} has no candidate yet")
+    agent = deps.store.get_agent(run.agent_id)
+    candidate = _holdout_kpi(deps, agent, run.champion_version, run.run_id, run.seed)
+    incumbent = None
+    if run.incumbent_version is not None and run.incumbent_version != run.champion_version:
+        incumbent = _holdout_kpi(deps, agent, run.incumbent_version, run.run_id, run.seed)
+    records = [candidate] if incumbent is None else [candidate, incumbent]
+    return HoldoutResult(candidate=candidate, incumbent=incumbent, records=records)
+
+
+def route(alias: Alias, job_id: str) -> int:
+    """Sticky weighted routing: the same job key always lands on the same version."""
+    point = zlib.crc32(job_id.encode()) / 2**32
+    acc = 0.0
+    for version, weight in sorted(alias.weights.items()):
+        acc += weight
+        if point < acc:
+            return version
+    return max(alias.weights)
+
+
+def predict(req: PredictRequest, deps: Deps) -> PredictResult:
+    agent = deps.store.get_agent(req.agent_id)
+    if len(req.observation) != agent.manifest.obs_len:
+        raise ValidationFailedError(
+            "observation", f"expected {agent.manifest.obs_len} values, got {len(req.observation)}"
+        )
+    alias = deps.store.get_alias(req.agent_id)
+    if alias is None:
+        raise NotFoundError("live alias of agent", req.agent_id)
+    version = route(alias, req.job_id)
+    genome = deps.store.get_genome(req.agent_id, version)
+    started = time.perf_counter()
+    runtime = None
+    try:
+        runtime = load_runtime(deps, agent)
+        output = runtime.predict({"genome": list(genome.genes), "observation": req.observation})
+        failure = None
+    except GuestError as exc:
+        output, failure = {}, exc.reason
+    latency = (time.perf_counter() - started) * 1000
+    value = output.get("output")
+    record = KpiRecord(
+        agent_id=req.agent_id,
+        genome_version=version,
+        job_id=req.job_id,
+        suite=agent.manifest.suite,
+        success=failure is None and isinstance(value, int | float),
+        score=float(value) if failure is None and isinstance(value, int | float) else None,
+        reason=failure or (None if isinstance(value, int | float) else "no numeric output"),
+        latency_ms=latency,
+        fuel=runtime.fuel_used if runtime is not None else 0,
+    )
+    deps.bus.publish([KpiRecorded(record=record)])
+    if failure is not None:
+        raise GuestError("guest-error", failure)
+    return PredictResult(
+        agent_id=req.agent_id,
+        genome_version=version,
+        job_id=req.job_id,
+        output=output,
+        latency_ms=latency,
+    )

@@ -1,0 +1,43 @@
+"""Layer 5 (minimal for now): ingest KPIs idempotently, summarize an execution."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chimera.domain.models import Decision
+from chimera.services.contracts import IngestRequest, IngestResult, ReportRequest
+from chimera.services.deps import Deps
+
+
+def ingest(req: IngestRequest, deps: Deps) -> IngestResult:
+    new = deps.store.put_kpis(req.records)
+    return IngestResult(received=len(req.records), new=new)
+
+
+def report(req: ReportRequest, deps: Deps) -> dict[str, Any]:
+    decisions = deps.store.list_decisions(req.execution_id)
+    runs = [r for r in deps.store.list_runs() if r.execution_id == req.execution_id]
+    summary = {
+        "execution_id": req.execution_id,
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "agent_id": r.agent_id,
+                "status": r.status.value,
+                "generations": r.generation,
+                "best_fitness": r.best_fitness,
+                "decision": r.decision,
+            }
+            for r in runs
+        ],
+        "decisions": len(decisions),
+    }
+    deps.store.add_decision(
+        Decision(
+            execution_id=req.execution_id,
+            layer="refinement",
+            summary=f"report: {len(runs)} run(s), {len(decisions)} decision(s)",
+            detail=summary,
+        )
+    )
+    return summary
