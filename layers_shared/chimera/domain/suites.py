@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
@@ -83,8 +84,26 @@ class CartPole:
         return SuiteResult(fitness=per_agent, score=per_agent, steps=steps)
 
 
+PACKAGED_SPLIT = Path(__file__).resolve().parents[1] / "data" / "breast_cancer_split.npz"
+_SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
 @functools.cache
 def _breast_cancer_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The split, from scikit-learn, or from the copy the Lambda layer build wrote with it."""
+    if PACKAGED_SPLIT.exists():
+        with np.load(PACKAGED_SPLIT) as data:
+            x_train, y_train, x_test, y_test = (data[k] for k in _SPLIT_KEYS)
+            return x_train, y_train, x_test, y_test
+    return _split_with_sklearn()
+
+
+def write_breast_cancer_split(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **dict(zip(_SPLIT_KEYS, _split_with_sklearn(), strict=True)))
+
+
+def _split_with_sklearn() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     from sklearn.datasets import load_breast_cancer
     from sklearn.model_selection import train_test_split
 

@@ -1,0 +1,44 @@
+"""State: the DynamoDB system of record, the agent-bundle bucket, one KMS key for both."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+
+class Storage(Construct):
+    def __init__(self, scope: Construct, id: str) -> None:
+        super().__init__(scope, id)
+        self.key = kms.Key(self, "Key", enable_key_rotation=True,
+                           description="Chimera state, bundles, queues and logs")
+        self.table = dynamodb.Table(
+            self, "Table",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True),
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED, encryption_key=self.key,
+            time_to_live_attribute="expires_at",
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.access_logs = s3.Bucket(
+            self, "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.bundles = s3.Bucket(
+            self, "Bundles",
+            encryption=s3.BucketEncryption.KMS, encryption_key=self.key,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True, versioned=True,
+            server_access_logs_bucket=self.access_logs, server_access_logs_prefix="bundles/",
+            removal_policy=RemovalPolicy.RETAIN,
+        )
