@@ -7,8 +7,9 @@ repeated tell of a told generation is refused, a resumed run continues from its 
 
 from __future__ import annotations
 
+import contextlib
 import math
-import random
+import zlib
 
 import numpy as np
 
@@ -57,10 +58,8 @@ def _ensure_live(deps: Deps, agent_id: str) -> int:
         return alias.primary_version
     manifest = deps.store.get_agent(agent_id).manifest
     genome = Genome(agent_id=agent_id, version=1, genes=manifest.default_genes())
-    try:
+    with contextlib.suppress(ConflictError):  # someone else bootstrapped it first
         deps.store.promote(genome, Alias(agent_id=agent_id, weights={1: 1.0}, revision=1), None)
-    except ConflictError:
-        pass  # someone else bootstrapped it first
     alias = deps.store.get_alias(agent_id)
     assert alias is not None
     return alias.primary_version
@@ -89,7 +88,9 @@ def start(req: StartRequest, deps: Deps) -> StartResult:
     manifest = deps.store.get_agent(req.agent_id).manifest
     incumbent = _ensure_live(deps, req.agent_id)
     x0 = deps.store.get_genome(req.agent_id, incumbent).genes
-    seed = req.seed if req.seed is not None else random.SystemRandom().randrange(2**31)
+    run_id = f"{req.execution_id}.{req.agent_id}"[:128]
+    # Reproducible from the run id (an execution name is unique), unless a seed is given.
+    seed = req.seed if req.seed is not None else zlib.crc32(run_id.encode())
     choice = req.choice
     optimizer = OPTIMIZERS[choice.strategy.value].create(
         [(g.low, g.high) for g in manifest.genome],
