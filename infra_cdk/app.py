@@ -18,8 +18,12 @@ def build_app(outdir: str | None = None) -> tuple[cdk.App, ChimeraStack]:
     # cdk.json's feature flags, also when the app is built outside the CLI (tests).
     context = json.loads((REPO / "cdk.json").read_text())["context"]
     app = cdk.App(outdir=outdir, context=context) if outdir else cdk.App(context=context)
-    stack = ChimeraStack(app, "Chimera", layer_dir=build_layer(),
-                         description="Chimera: sandboxed wasm agents that evolve themselves")
+    stack = ChimeraStack(
+        app,
+        "Chimera",
+        layer_dir=build_layer(),
+        description="Chimera: sandboxed wasm agents that evolve themselves",
+    )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
     return app, stack
 

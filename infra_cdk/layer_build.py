@@ -47,15 +47,34 @@ def build_layer(out: Path = REPO / "build" / "layer") -> Path:
     target = out / "python"
     platform_args = [arg for p in PLATFORMS for arg in ("--platform", p)]
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--target", str(target), "--implementation", "cp", "--python-version", LAYER_PYTHON,
-         "--only-binary=:all:", "--no-compile", *platform_args, *REQUIREMENTS],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            "--implementation",
+            "cp",
+            "--python-version",
+            LAYER_PYTHON,
+            "--only-binary=:all:",
+            "--no-compile",
+            *platform_args,
+            *REQUIREMENTS,
+        ],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"layer build failed:\n{proc.stdout}\n{proc.stderr}")
-    shutil.copytree(REPO / "layers_shared/chimera", target / "chimera",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        REPO / "layers_shared/chimera",
+        target / "chimera",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     from chimera.domain.suites import write_breast_cancer_split
 
     write_breast_cancer_split(target / "chimera" / "data" / "breast_cancer_split.npz")

@@ -32,19 +32,19 @@ ACKNOWLEDGED = {
     "AwsSolutions-IAM5[Action::s3:GetObject*]": "CDK's read grant on our bundle bucket only.",
     "AwsSolutions-IAM5[Action::s3:List*]": "CDK's read grant on our bundle bucket only.",
     "AwsSolutions-IAM5[Resource::*]": "X-Ray tracing (PutTraceSegments) has no resource-level "
-                                      "permissions.",
+    "permissions.",
     "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:"
     "job/*]": "Batch job ids are not known before submission (describe/terminate our jobs).",
     "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:"
     "log-group:/aws/batch/job:*]": "Batch's own log group for job output.",
     "AwsSolutions-L1": "Python 3.13 is the newest runtime whose wheels (pydantic-core, numpy, "
-                       "wasmtime, deap) the layer build can install for Lambda.",
+    "wasmtime, deap) the layer build can install for Lambda.",
     "AwsSolutions-APIG2": "The predict method validates its body against a model; /health "
-                          "takes no input.",
+    "takes no input.",
     "AwsSolutions-APIG3": "WAF is left to the deploying account (its web ACLs are "
-                          "account-wide); throttling is set by the usage plan.",
+    "account-wide); throttling is set by the usage plan.",
     "AwsSolutions-APIG4": "/health uses IAM; predict uses API keys with a usage plan, as the "
-                          "SPEC asks for client programs.",
+    "SPEC asks for client programs.",
     "AwsSolutions-COG4": "No Cognito: operators sign with IAM, clients use API keys.",
     "AwsSolutions-S1": "The access-log bucket itself is not logged (logging it would recurse).",
     "AwsSolutions-SQS3": "The dead-letter queue is the end of the line; it has its own alarm.",
@@ -65,37 +65,58 @@ class ChimeraStack(Stack):
         gpu = GpuJobs(self, "Gpu", table=storage.table, bundles=storage.bundles, environment=env)
         functions = Functions(self, "Functions", layer_dir=layer_dir, environment=env)
         fns = functions.by_name
-        workflows = Workflows(self, "Workflows", functions=fns,
-                              job_queue_arn=gpu.queue.job_queue_arn,
-                              job_definition_arn=gpu.job_definition.job_definition_arn)
-        eventing = Eventing(self, "Events", key=storage.key, refinement=fns["Refinement"],
-                            cycle=workflows.optimization_cycle)
+        workflows = Workflows(
+            self,
+            "Workflows",
+            functions=fns,
+            job_queue_arn=gpu.queue.job_queue_arn,
+            job_definition_arn=gpu.job_definition.job_definition_arn,
+        )
+        eventing = Eventing(
+            self,
+            "Events",
+            key=storage.key,
+            refinement=fns["Refinement"],
+            cycle=workflows.optimization_cycle,
+        )
         for fn in fns.values():
             fn.add_environment("CHIMERA_BUS_NAME", eventing.bus.event_bus_name)
             storage.table.grant_read_write_data(fn)
             storage.bundles.grant_read(fn)
             eventing.bus.grant_put_events_to(fn)
         api = Api(self, "Api", execution=fns["Execution"])
-        Observability(self, "Observability", functions=fns,
-                      machines={"optimization-cycle": workflows.optimization_cycle,
-                                "evolution-run": workflows.evolution_run},
-                      dead_letters=eventing.dead_letters, kpi_queue=eventing.kpi_queue)
+        Observability(
+            self,
+            "Observability",
+            functions=fns,
+            machines={
+                "optimization-cycle": workflows.optimization_cycle,
+                "evolution-run": workflows.evolution_run,
+            },
+            dead_letters=eventing.dead_letters,
+            kpi_queue=eventing.kpi_queue,
+        )
         CfnOutput(self, "ApiUrl", value=api.rest_api.url)
         CfnOutput(self, "BundleBucket", value=storage.bundles.bucket_name)
-        CfnOutput(self, "OptimizationCycleArn",
-                  value=workflows.optimization_cycle.state_machine_arn)
+        CfnOutput(
+            self, "OptimizationCycleArn", value=workflows.optimization_cycle.state_machine_arn
+        )
         scoped = {
-            f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(fn.node.default_child)}.Arn>:*]":
-                "Step Functions invokes any version of our own layer function."
+            f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(fn.node.default_child)}.Arn>:*]": "Step Functions invokes any version of our own layer function."
             for fn in fns.values()
         }
-        scoped[f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(storage.bundles.node.default_child)}"
-               ".Arn>/*]"] = "Objects under our own bundle bucket."
-        scoped["AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:"
-               "<AWS::AccountId>:execution:<"
-               f"{self.get_logical_id(workflows.evolution_run.node.default_child)}.Name>:*]"] = (
-            "The cycle describes/stops the evolution-run executions it started.")
+        scoped[
+            f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(storage.bundles.node.default_child)}"
+            ".Arn>/*]"
+        ] = "Objects under our own bundle bucket."
+        scoped[
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:"
+            "<AWS::AccountId>:execution:<"
+            f"{self.get_logical_id(workflows.evolution_run.node.default_child)}.Name>:*]"
+        ] = "The cycle describes/stops the evolution-run executions it started."
         Validations.of(self).acknowledge(
-            *(Acknowledgment(id=f"AwsSolutions::{rule}", reason=reason)
-              for rule, reason in (ACKNOWLEDGED | scoped).items())
+            *(
+                Acknowledgment(id=f"AwsSolutions::{rule}", reason=reason)
+                for rule, reason in (ACKNOWLEDGED | scoped).items()
+            )
         )

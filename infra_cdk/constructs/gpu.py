@@ -17,41 +17,82 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class GpuJobs(Construct):
-    def __init__(self, scope: Construct, id: str, *, table: dynamodb.ITable,
-                 bundles: s3.IBucket, environment: dict[str, str]) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        table: dynamodb.ITable,
+        bundles: s3.IBucket,
+        environment: dict[str, str],
+    ) -> None:
         super().__init__(scope, id)
-        self.vpc = ec2.Vpc(self, "Vpc", max_azs=2, nat_gateways=1,
-                           flow_logs={"All": ec2.FlowLogOptions()})
+        self.vpc = ec2.Vpc(
+            self, "Vpc", max_azs=2, nat_gateways=1, flow_logs={"All": ec2.FlowLogOptions()}
+        )
         self.compute = batch.ManagedEc2EcsComputeEnvironment(
-            self, "GpuSpot", vpc=self.vpc, spot=True, minv_cpus=0, maxv_cpus=64,
+            self,
+            "GpuSpot",
+            vpc=self.vpc,
+            spot=True,
+            minv_cpus=0,
+            maxv_cpus=64,
             instance_types=[ec2.InstanceType("g5.xlarge"), ec2.InstanceType("g5.2xlarge")],
             use_optimal_instance_classes=False,
             allocation_strategy=batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED,
         )
-        self.queue = batch.JobQueue(self, "GpuQueue", compute_environments=[
-            batch.OrderedComputeEnvironment(compute_environment=self.compute, order=1)])
-        job_role = iam.Role(self, "JobRole",
-                            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"))
+        self.queue = batch.JobQueue(
+            self,
+            "GpuQueue",
+            compute_environments=[
+                batch.OrderedComputeEnvironment(compute_environment=self.compute, order=1)
+            ],
+        )
+        job_role = iam.Role(
+            self, "JobRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com")
+        )
         table.grant_read_write_data(job_role)
         bundles.grant_read(job_role)
         image = ecs.ContainerImage.from_asset(
-            str(REPO), file="gpu_jobs/evaluate_population/Dockerfile",
-            exclude=[".venv", "node_modules", "cdk.out", "build", ".chimera", ".git", "tests",
-                     "bench", "**/__pycache__"],
+            str(REPO),
+            file="gpu_jobs/evaluate_population/Dockerfile",
+            exclude=[
+                ".venv",
+                "node_modules",
+                "cdk.out",
+                "build",
+                ".chimera",
+                ".git",
+                "tests",
+                "bench",
+                "**/__pycache__",
+            ],
         )
         self.job_definition = batch.EcsJobDefinition(
-            self, "EvaluatePopulation",
+            self,
+            "EvaluatePopulation",
             container=batch.EcsEc2ContainerDefinition(
-                self, "Container", image=image, cpu=4, memory=Size.gibibytes(14), gpu=1,
+                self,
+                "Container",
+                image=image,
+                cpu=4,
+                memory=Size.gibibytes(14),
+                gpu=1,
                 job_role=job_role,
-                command=["python", "-m", "gpu_jobs.evaluate_population.entrypoint",
-                         "--run-id", "Ref::run_id"],
+                command=[
+                    "python",
+                    "-m",
+                    "gpu_jobs.evaluate_population.entrypoint",
+                    "--run-id",
+                    "Ref::run_id",
+                ],
                 environment=environment,
             ),
             retry_attempts=2,
         )
         self.sagemaker_role = iam.Role(
-            self, "SageMakerExecution",
+            self,
+            "SageMakerExecution",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="SageMaker training jobs (the performance predictor, large searches)",
         )

@@ -12,21 +12,29 @@ from constructs import Construct
 class Storage(Construct):
     def __init__(self, scope: Construct, id: str) -> None:
         super().__init__(scope, id)
-        self.key = kms.Key(self, "Key", enable_key_rotation=True,
-                           description="Chimera state, bundles, queues and logs")
+        self.key = kms.Key(
+            self,
+            "Key",
+            enable_key_rotation=True,
+            description="Chimera state, bundles, queues and logs",
+        )
         self.table = dynamodb.Table(
-            self, "Table",
+            self,
+            "Table",
             partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True),
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED, encryption_key=self.key,
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.key,
             time_to_live_attribute="expires_at",
             removal_policy=RemovalPolicy.RETAIN,
         )
         self.access_logs = s3.Bucket(
-            self, "AccessLogs",
+            self,
+            "AccessLogs",
             encryption=s3.BucketEncryption.S3_MANAGED,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
@@ -35,10 +43,14 @@ class Storage(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
         self.bundles = s3.Bucket(
-            self, "Bundles",
-            encryption=s3.BucketEncryption.KMS, encryption_key=self.key,
+            self,
+            "Bundles",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True, versioned=True,
-            server_access_logs_bucket=self.access_logs, server_access_logs_prefix="bundles/",
+            enforce_ssl=True,
+            versioned=True,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="bundles/",
             removal_policy=RemovalPolicy.RETAIN,
         )

@@ -7,60 +7,101 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
-from constructs import Construct
-
 from chimera.catalog import asl_path
+from constructs import Construct
 
 
 class Workflows(Construct):
-    def __init__(self, scope: Construct, id: str, *, functions: dict[str, lambda_.Function],
-                 job_queue_arn: str, job_definition_arn: str) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        functions: dict[str, lambda_.Function],
+        job_queue_arn: str,
+        job_definition_arn: str,
+    ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
         fn_arns = {f"{name}FunctionArn": fn.function_arn for name, fn in functions.items()}
         self.evolution_run = self._machine(
-            "EvolutionRun", "evolution-run",
+            "EvolutionRun",
+            "evolution-run",
             {**fn_arns, "GpuJobQueueArn": job_queue_arn, "GpuJobDefinitionArn": job_definition_arn},
             functions,
         )
-        self.evolution_run.add_to_role_policy(iam.PolicyStatement(
-            actions=["batch:SubmitJob", "batch:DescribeJobs", "batch:TerminateJob"],
-            resources=[job_queue_arn, job_definition_arn,
-                       stack.format_arn(service="batch", resource="job", resource_name="*")],
-        ))
-        self.evolution_run.add_to_role_policy(iam.PolicyStatement(
-            actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-            resources=[stack.format_arn(service="events", resource="rule",
-                                        resource_name="StepFunctionsGetEventsForBatchJobsRule")],
-        ))
+        self.evolution_run.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["batch:SubmitJob", "batch:DescribeJobs", "batch:TerminateJob"],
+                resources=[
+                    job_queue_arn,
+                    job_definition_arn,
+                    stack.format_arn(service="batch", resource="job", resource_name="*"),
+                ],
+            )
+        )
+        self.evolution_run.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    stack.format_arn(
+                        service="events",
+                        resource="rule",
+                        resource_name="StepFunctionsGetEventsForBatchJobsRule",
+                    )
+                ],
+            )
+        )
         self.optimization_cycle = self._machine(
-            "OptimizationCycle", "optimization-cycle",
+            "OptimizationCycle",
+            "optimization-cycle",
             {**fn_arns, "EvolutionRunStateMachineArn": self.evolution_run.state_machine_arn},
             functions,
         )
         self.evolution_run.grant_start_execution(self.optimization_cycle)
-        self.optimization_cycle.add_to_role_policy(iam.PolicyStatement(
-            actions=["states:DescribeExecution", "states:StopExecution"],
-            resources=[stack.format_arn(
-                service="states", resource="execution",
-                resource_name=f"{self.evolution_run.state_machine_name}:*",
-                arn_format=ArnFormat.COLON_RESOURCE_NAME,
-            )],
-        ))
-        self.optimization_cycle.add_to_role_policy(iam.PolicyStatement(
-            actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-            resources=[stack.format_arn(
-                service="events", resource="rule",
-                resource_name="StepFunctionsGetEventsForStepFunctionsExecutionRule")],
-        ))
+        self.optimization_cycle.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["states:DescribeExecution", "states:StopExecution"],
+                resources=[
+                    stack.format_arn(
+                        service="states",
+                        resource="execution",
+                        resource_name=f"{self.evolution_run.state_machine_name}:*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        self.optimization_cycle.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    stack.format_arn(
+                        service="events",
+                        resource="rule",
+                        resource_name="StepFunctionsGetEventsForStepFunctionsExecutionRule",
+                    )
+                ],
+            )
+        )
 
-    def _machine(self, id: str, name: str, substitutions: dict[str, str],
-                 functions: dict[str, lambda_.Function]) -> sfn.StateMachine:
-        logs_group = logs.LogGroup(self, f"{id}Logs", retention=logs.RetentionDays.ONE_MONTH,
-                                   removal_policy=RemovalPolicy.DESTROY)
+    def _machine(
+        self,
+        id: str,
+        name: str,
+        substitutions: dict[str, str],
+        functions: dict[str, lambda_.Function],
+    ) -> sfn.StateMachine:
+        logs_group = logs.LogGroup(
+            self,
+            f"{id}Logs",
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
         text = asl_path(name).read_text()
         machine = sfn.StateMachine(
-            self, id,
+            self,
+            id,
             definition_body=sfn.DefinitionBody.from_string(text),
             definition_substitutions=substitutions,
             tracing_enabled=True,

@@ -24,12 +24,6 @@ def build_deps(settings: Settings) -> Deps:
     from chimera.adapters.sandbox import Sandbox
 
     policy = SandboxPolicy(allow_wasi=settings.allow_wasi)
-    common = {
-        "policy": policy,
-        "budget_usd": settings.budget_usd,
-        "deadline_s": settings.deadline_s,
-        "shard_size": settings.shard_size,
-    }
     if settings.backend == "aws":
         import boto3
 
@@ -46,7 +40,10 @@ def build_deps(settings: Settings) -> Deps:
             ),
             bus=EventBridgeBus(settings.bus_name, boto3.client("events")),
             sandbox=Sandbox(cache_dir=None),
-            **common,
+            policy=policy,
+            budget_usd=settings.budget_usd,
+            deadline_s=settings.deadline_s,
+            shard_size=settings.shard_size,
         )
     from chimera.adapters.local.artifacts import LocalArtifacts
     from chimera.adapters.local.bus import LocalBus
@@ -58,7 +55,10 @@ def build_deps(settings: Settings) -> Deps:
         artifacts=LocalArtifacts(settings.agents_dir),
         bus=bus,
         sandbox=Sandbox(cache_dir=settings.home / "modules"),
-        **common,
+        policy=policy,
+        budget_usd=settings.budget_usd,
+        deadline_s=settings.deadline_s,
+        shard_size=settings.shard_size,
     )
     _wire_local_routes(bus, deps)
     return deps

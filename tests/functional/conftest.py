@@ -4,7 +4,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from chimera import runtime
 from chimera.settings import BUNDLED_AGENTS
 

@@ -10,12 +10,11 @@ from unittest import mock
 
 import boto3
 import pytest
-from moto import mock_aws
-from moto.awslambda_simple.models import LambdaSimpleBackend
-
 from chimera import runtime
 from chimera.adapters.local.workflows import handler_for, local_executor, state_machine_arn
 from chimera.catalog import LAYERS, asl_path, substitute
+from moto import mock_aws
+from moto.awslambda_simple.models import LambdaSimpleBackend
 
 PACKAGES = {f"chimera-{pkg.replace('_', '-')}": pkg for _, pkg, _ in LAYERS}
 
@@ -24,7 +23,9 @@ def outcome(store, agent_id):
     (run,) = store.list_runs(agent_id)
     champion = store.get_genome(agent_id, run.champion_version)
     return {
-        "status": run.status.value, "generation": run.generation, "decision": run.decision,
+        "status": run.status.value,
+        "generation": run.generation,
+        "decision": run.decision,
         "history": [(p.generation, p.best, p.mean) for p in store.fitness_history(run.run_id)],
         "champion": champion.genes,
         "live": store.get_alias(agent_id).primary_version,
@@ -38,8 +39,9 @@ def run_in_moto(definition: str, event: dict) -> dict:
 
     config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
     with mock_aws(config=config), mock.patch.object(LambdaSimpleBackend, "invoke", invoke):
-        iam, lam, sfn = (boto3.client(s, region_name="us-east-1")
-                         for s in ("iam", "lambda", "stepfunctions"))
+        iam, lam, sfn = (
+            boto3.client(s, region_name="us-east-1") for s in ("iam", "lambda", "stepfunctions")
+        )
         role = iam.create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
         code = io.BytesIO()
         with zipfile.ZipFile(code, "w") as z:
@@ -47,14 +49,19 @@ def run_in_moto(definition: str, event: dict) -> dict:
         arns = {}
         for name, pkg, _ in LAYERS:
             arns[f"{name}FunctionArn"] = lam.create_function(
-                FunctionName=f"chimera-{pkg.replace('_', '-')}", Runtime="python3.12",
-                Role=role, Handler="handler.lambda_handler", Code={"ZipFile": code.getvalue()},
+                FunctionName=f"chimera-{pkg.replace('_', '-')}",
+                Runtime="python3.12",
+                Role=role,
+                Handler="handler.lambda_handler",
+                Code={"ZipFile": code.getvalue()},
             )["FunctionArn"]
         arns |= {"GpuJobQueueArn": "unused", "GpuJobDefinitionArn": "unused"}
-        machine = sfn.create_state_machine(name="evolution-run", roleArn=role,
-                                           definition=substitute(definition, arns))
-        execution = sfn.start_execution(stateMachineArn=machine["stateMachineArn"],
-                                        name="differential", input=json.dumps(event))
+        machine = sfn.create_state_machine(
+            name="evolution-run", roleArn=role, definition=substitute(definition, arns)
+        )
+        execution = sfn.start_execution(
+            stateMachineArn=machine["stateMachineArn"], name="differential", input=json.dumps(event)
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             described = sfn.describe_execution(executionArn=execution["executionArn"])

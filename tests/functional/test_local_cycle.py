@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from chimera.adapters.local.workflows import local_executor, state_machine_arn
 from chimera.domain.models import RunStatus
 from chimera.runtime import deps
@@ -13,8 +12,11 @@ CYCLE = state_machine_arn("optimization-cycle")
 
 def live_holdout(store, agent_id):
     alias = store.get_alias(agent_id)
-    return [k.score for k in store.list_kpis(agent_id)
-            if k.genome_version == alias.primary_version and ":holdout:" in k.job_id][-1]
+    return [
+        k.score
+        for k in store.list_kpis(agent_id)
+        if k.genome_version == alias.primary_version and ":holdout:" in k.job_id
+    ][-1]
 
 
 @pytest.mark.slow
@@ -25,11 +27,19 @@ def test_cycle_promotes_champions_that_generalize(home):
     assert live_holdout(store, "cartpole-linear") >= 475  # 100 unseen episodes
     assert live_holdout(store, "breast-cancer-linear") >= 0.95  # held-out 20 %
     layers = {d.layer for d in store.list_decisions("cycle-1")}
-    assert layers >= {"discovery", "planning", "validation", "meta-evolution", "evolution",
-                      "resources", "refinement"}
+    assert layers >= {
+        "discovery",
+        "planning",
+        "validation",
+        "meta-evolution",
+        "evolution",
+        "resources",
+        "refinement",
+    }
     # A second cycle builds on the first: its runs start from the promoted genomes.
-    first_live = {a: store.get_alias(a).primary_version for a in ("cartpole-linear",
-                                                                   "breast-cancer-linear")}
+    first_live = {
+        a: store.get_alias(a).primary_version for a in ("cartpole-linear", "breast-cancer-linear")
+    }
     local_executor().start(CYCLE, {"objective": "test"}, "cycle-2")
     for run in store.list_runs():
         if run.execution_id == "cycle-2":
@@ -60,7 +70,8 @@ def test_killed_run_resumes_from_stored_state(home, only_cartpole):
     assert run.status == RunStatus.SUCCEEDED and run.execution_id == "after"
     assert store.get_generation(run.run_id, 2).individuals == tuple(
         i.model_copy(update={"fitness": store.get_generation(run.run_id, 2).individuals[n].fitness})
-        for n, i in enumerate(asked.individuals))  # the same candidates were evaluated
+        for n, i in enumerate(asked.individuals)
+    )  # the same candidates were evaluated
     history = store.fitness_history(run.run_id)
     assert [p.generation for p in history] == list(range(run.generation))
     assert any("resumed" in d.summary for d in store.list_decisions("after"))

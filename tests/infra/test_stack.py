@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Match, Template
-
 from chimera.catalog import LAYERS
 
 pytestmark = pytest.mark.infra
@@ -28,8 +26,9 @@ def synthesized(tmp_path_factory):
 
 def test_one_lambda_per_layer_on_the_shared_layer(synthesized):
     template, _ = synthesized
-    functions = template.find_resources("AWS::Lambda::Function", {
-        "Properties": {"Handler": "handler.lambda_handler"}})
+    functions = template.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": "handler.lambda_handler"}}
+    )
     assert len(functions) == len(LAYERS) == 8
     for fn in functions.values():
         props = fn["Properties"]
@@ -41,13 +40,18 @@ def test_one_lambda_per_layer_on_the_shared_layer(synthesized):
 
 def test_table_is_the_system_of_record(synthesized):
     template, _ = synthesized
-    template.has_resource_properties("AWS::DynamoDB::Table", {
-        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"},
-                      {"AttributeName": "sk", "KeyType": "RANGE"}],
-        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
-        "SSESpecification": Match.object_like({"SSEEnabled": True, "SSEType": "KMS"}),
-        "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
-    })
+    template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "KeySchema": [
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+            "SSESpecification": Match.object_like({"SSEEnabled": True, "SSEType": "KMS"}),
+            "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
+        },
+    )
 
 
 def test_state_machines_are_the_checked_in_asl(synthesized, repo):
@@ -56,8 +60,10 @@ def test_state_machines_are_the_checked_in_asl(synthesized, repo):
     template, _ = synthesized
     machines = template.find_resources("AWS::StepFunctions::StateMachine")
     assert len(machines) == 2
-    texts = {(repo / "statemachines" / f"{n}.asl.json").read_text()
-             for n in ("optimization-cycle", "evolution-run")}
+    texts = {
+        (repo / "statemachines" / f"{n}.asl.json").read_text()
+        for n in ("optimization-cycle", "evolution-run")
+    }
     for m in machines.values():
         props = m["Properties"]
         assert props["DefinitionString"] in texts  # deployed as written
@@ -71,34 +77,54 @@ def test_events_schedule_and_kpi_route(synthesized):
     template, _ = synthesized
     template.resource_count_is("AWS::Events::EventBus", 1)
     template.has_resource_properties("AWS::Events::Rule", {"ScheduleExpression": "rate(1 day)"})
-    template.has_resource_properties("AWS::Events::Rule", {
-        "EventPattern": {"source": ["chimera"], "detail-type": ["KpiRecorded"]}})
-    template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
-        "FunctionResponseTypes": ["ReportBatchItemFailures"]})
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {"EventPattern": {"source": ["chimera"], "detail-type": ["KpiRecorded"]}},
+    )
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping", {"FunctionResponseTypes": ["ReportBatchItemFailures"]}
+    )
 
 
 def test_api_health_and_predict(synthesized):
     template, _ = synthesized
     template.has_resource_properties("AWS::ApiGateway::Resource", {"PathPart": "health"})
     template.has_resource_properties("AWS::ApiGateway::Resource", {"PathPart": "predict"})
-    template.has_resource_properties("AWS::ApiGateway::Method", {
-        "HttpMethod": "POST", "ApiKeyRequired": True})
-    template.has_resource_properties("AWS::ApiGateway::Method", {
-        "HttpMethod": "GET", "AuthorizationType": "AWS_IAM"})
+    template.has_resource_properties(
+        "AWS::ApiGateway::Method", {"HttpMethod": "POST", "ApiKeyRequired": True}
+    )
+    template.has_resource_properties(
+        "AWS::ApiGateway::Method", {"HttpMethod": "GET", "AuthorizationType": "AWS_IAM"}
+    )
     template.resource_count_is("AWS::ApiGateway::UsagePlan", 1)
 
 
 def test_batch_gpu_sagemaker_and_dashboard(synthesized):
     template, _ = synthesized
-    template.has_resource_properties("AWS::Batch::ComputeEnvironment", {
-        "ComputeResources": Match.object_like({"Type": "SPOT", "MinvCpus": 0})})
+    template.has_resource_properties(
+        "AWS::Batch::ComputeEnvironment",
+        {"ComputeResources": Match.object_like({"Type": "SPOT", "MinvCpus": 0})},
+    )
     template.resource_count_is("AWS::Batch::JobQueue", 1)
-    template.has_resource_properties("AWS::Batch::JobDefinition", {
-        "ContainerProperties": Match.object_like({
-            "ResourceRequirements": Match.array_with([{"Type": "GPU", "Value": "1"}])})})
-    template.has_resource_properties("AWS::IAM::Role", {"AssumeRolePolicyDocument": {
-        "Statement": [Match.object_like({"Principal": {"Service": "sagemaker.amazonaws.com"}})],
-        "Version": "2012-10-17"}})
+    template.has_resource_properties(
+        "AWS::Batch::JobDefinition",
+        {
+            "ContainerProperties": Match.object_like(
+                {"ResourceRequirements": Match.array_with([{"Type": "GPU", "Value": "1"}])}
+            )
+        },
+    )
+    template.has_resource_properties(
+        "AWS::IAM::Role",
+        {
+            "AssumeRolePolicyDocument": {
+                "Statement": [
+                    Match.object_like({"Principal": {"Service": "sagemaker.amazonaws.com"}})
+                ],
+                "Version": "2012-10-17",
+            }
+        },
+    )
     template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
     assert len(template.find_resources("AWS::CloudWatch::Alarm")) >= 3
 
@@ -107,16 +133,25 @@ def test_no_wildcard_actions(synthesized):
     template, _ = synthesized
     for policy in template.find_resources("AWS::IAM::Policy").values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [
-                statement["Action"]]
+            actions = (
+                statement["Action"]
+                if isinstance(statement["Action"], list)
+                else [statement["Action"]]
+            )
             assert "*" not in actions and not any(a.endswith(":*") for a in actions), statement
 
 
 def test_cfn_lint_passes(synthesized, repo):
     _, path = synthesized
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "cfn-lint"), "--config-file", str(repo / ".cfnlintrc.yaml"), str(path)],
-        capture_output=True, text=True,
+        [
+            str(Path(sys.executable).parent / "cfn-lint"),
+            "--config-file",
+            str(repo / ".cfnlintrc.yaml"),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -133,7 +168,6 @@ def test_lambda_bundle_fits_250_mb(repo):
 
 def test_packaged_split_equals_scikit_learns(tmp_path):
     import numpy as np
-
     from chimera.domain import suites
 
     suites.write_breast_cancer_split(tmp_path / "split.npz")
@@ -146,10 +180,27 @@ def test_packaged_split_equals_scikit_learns(tmp_path):
 def test_pinned_cdk_cli_synthesizes_offline(repo, tmp_path):
     if not (repo / "node_modules" / ".bin" / "cdk").exists():
         pytest.skip("run `npm ci` first (make test does)")
-    env = {"PATH": f"{repo / '.venv' / 'bin'}:/usr/bin:/bin:/usr/local/bin",
-           "HOME": str(tmp_path), "CDK_DISABLE_VERSION_CHECK": "1"}
-    proc = subprocess.run(["npx", "--no-install", "cdk", "synth", "--quiet", "--output",
-                           str(tmp_path / "out"), "--no-notices"],
-                          cwd=repo, capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        "PATH": f"{repo / '.venv' / 'bin'}:/usr/bin:/bin:/usr/local/bin",
+        "HOME": str(tmp_path),
+        "CDK_DISABLE_VERSION_CHECK": "1",
+    }
+    proc = subprocess.run(
+        [
+            "npx",
+            "--no-install",
+            "cdk",
+            "synth",
+            "--quiet",
+            "--output",
+            str(tmp_path / "out"),
+            "--no-notices",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out" / "Chimera.template.json").exists()

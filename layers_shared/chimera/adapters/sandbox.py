@@ -143,9 +143,11 @@ class AgentInstance:
         self.calls = 0
         self._buffers: _Buffers | None = None
         self.poisoned: str | None = None
+        self._mem_size = -1
+        self._mem = np.empty(0, dtype=np.uint8)
         exports = instance.exports(store)
         try:
-            self._memory = exports["memory"]
+            memory = exports["memory"]
             self._alloc = exports["chimera_alloc"]
             self._reset = exports["chimera_reset"]
             self._act = exports["chimera_act"]
@@ -154,8 +156,9 @@ class AgentInstance:
             obs_len = exports["chimera_obs_len"]
         except KeyError as exc:
             raise GuestError("missing-export", f"module does not export {exc.args[0]}") from exc
-        if not isinstance(self._memory, wasmtime.Memory):
+        if not isinstance(memory, wasmtime.Memory):
             raise GuestError("missing-export", "export 'memory' is not a memory")
+        self._memory: wasmtime.Memory = memory
         self.genome_len = int(self._call(genome_len))
         self.obs_len = int(self._call(obs_len))
 
@@ -178,11 +181,18 @@ class AgentInstance:
         return result
 
     def _view(self, ptr: int, nbytes: int) -> np.ndarray:
+        """Bytes [ptr, ptr + nbytes) of guest memory, bounds-checked, without a copy.
+
+        The whole-memory view is rebuilt whenever the memory's size changes (a grow may move it).
+        """
         size = self._memory.data_len(self._store)
+        if size != self._mem_size:
+            base = ctypes.addressof(self._memory.data_ptr(self._store).contents)
+            self._mem = np.ctypeslib.as_array((ctypes.c_ubyte * size).from_address(base))
+            self._mem_size = size
         if ptr <= 0 or ptr + nbytes > size:
             raise GuestError("bad-pointer", f"guest buffer [{ptr}, {ptr + nbytes}) outside memory")
-        base = ctypes.addressof(self._memory.data_ptr(self._store).contents)
-        return np.ctypeslib.as_array((ctypes.c_ubyte * nbytes).from_address(base + ptr))
+        return self._mem[ptr : ptr + nbytes]
 
     def _allocate(self, nbytes: int) -> int:
         ptr = int(self._call(self._alloc, nbytes))

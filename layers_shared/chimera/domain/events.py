@@ -16,7 +16,7 @@ class Event(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     detail_type: ClassVar[str]
-    version: Literal[1] = 1
+    schema_version: Literal[1] = 1
     at: str = Field(default_factory=lambda: utcnow().isoformat())
 
 

@@ -16,7 +16,7 @@ from chimera.domain.errors import ValidationFailedError
 AgentId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 
-ABI_VERSION = 1
+ABI_VERSION: Literal[1] = 1
 
 
 def utcnow() -> datetime:

@@ -39,7 +39,7 @@ class _Individual(list):  # type: ignore[type-arg]
     def __init__(self, genes: Sequence[float], index: int = -1) -> None:
         super().__init__(genes)
         self.fitness = _Fitness()
-        self.index = index
+        self.slot = index  # position in the parent population (`index` is list.index)
         self.parents: tuple[int, ...] = (index,) if index >= 0 else ()
 
 
@@ -56,7 +56,7 @@ def _seeded(state: dict[str, Any]) -> Iterator[None]:
         v, internal, gauss = random.getstate()
         state["py_rng"] = [v, list(internal), gauss]
         name, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
-        state["np_rng"] = [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+        state["np_rng"] = [name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)]
     finally:
         random.setstate(outer_py)
         np.random.set_state(outer_np)
@@ -67,7 +67,7 @@ def _rng_state(seed: int) -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.RandomState(seed).get_state()  # type: ignore[misc]
     return {
         "py_rng": [py[0], list(py[1]), py[2]],
-        "np_rng": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "np_rng": [name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)],
     }
 
 
@@ -220,7 +220,7 @@ class GeneticAlgorithm(Optimizer):
             parents.append(x)
         elite = tools.selBest(parents, min(p["elite"], n))
         chosen = tools.selTournament(parents, n - len(elite), tournsize=p["tournsize"])
-        offspring = [_Individual(list(x), x.index) for x in chosen]
+        offspring = [_Individual(list(x), x.slot) for x in chosen]
         sigma = [p["sigma_frac"] * (hi - lo) for lo, hi in self.bounds]
         for a, b in zip(offspring[::2], offspring[1::2], strict=False):
             if random.random() < p["cxpb"]:
@@ -229,7 +229,7 @@ class GeneticAlgorithm(Optimizer):
         for x in offspring:
             if random.random() < p["mutpb"]:
                 tools.mutGaussian(x, mu=0.0, sigma=sigma, indpb=p["indpb"])
-        kept = [{"genes": list(x), "parents": [x.index]} for x in elite]
+        kept = [{"genes": list(x), "parents": [x.slot]} for x in elite]
         return kept + [{"genes": self._clip(x), "parents": list(x.parents)} for x in offspring]
 
     def _tell(self, pending: list[dict[str, Any]], fitnesses: list[float]) -> None:

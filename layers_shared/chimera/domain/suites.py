@@ -48,7 +48,7 @@ class CartPole:
 
     name = "cartpole-v1"
     score_name = "mean return"
-    target_fitness = 500.0
+    target_fitness: float | None = 500.0
     max_generations = 40
     seconds_per_evaluation = 0.002
 
@@ -100,7 +100,7 @@ def _breast_cancer_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 def write_breast_cancer_split(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **dict(zip(_SPLIT_KEYS, _split_with_sklearn(), strict=True)))
+    np.savez_compressed(path, **dict(zip(_SPLIT_KEYS, _split_with_sklearn(), strict=True)))  # type: ignore[arg-type]
 
 
 def _split_with_sklearn() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -125,7 +125,7 @@ class BreastCancer:
 
     name = "breast-cancer"
     score_name = "accuracy"
-    target_fitness = None
+    target_fitness: float | None = None
     max_generations = 200
     seconds_per_evaluation = 0.0002
 

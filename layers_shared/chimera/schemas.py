@@ -1,0 +1,107 @@
+"""Writes events/: a JSON Schema and a sample per event, from the pydantic models.
+
+python -m chimera.schemas          regenerate
+python -m chimera.schemas --check  fail if events/ is stale (CI)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from chimera.domain.events import EVENT_TYPES, ROUTES, SOURCE, Event
+from chimera.domain.models import KpiRecord
+
+EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
+AT = "2026-11-21T00:00:00+00:00"
+SAMPLE_KPI = KpiRecord(
+    agent_id="cartpole-linear",
+    genome_version=2,
+    job_id="job-42",
+    suite="cartpole-v1",
+    success=True,
+    score=1.0,
+    latency_ms=0.8,
+    fuel=5231,
+    recorded_at=AT,
+)  # type: ignore[arg-type]
+SAMPLES: dict[str, dict[str, object]] = {
+    "AgentDiscovered": {"agent_id": "cartpole-linear", "module_digest": "0" * 64, "changed": True},
+    "KpiRecorded": {"record": SAMPLE_KPI.model_dump(mode="json")},
+    "EvolutionRunCompleted": {
+        "run_id": "cycle-1.cartpole-linear",
+        "agent_id": "cartpole-linear",
+        "generations": 7,
+        "best_fitness": 500.0,
+        "decision": "promoted v2 (was v1)",
+    },
+    "GenomePromoted": {
+        "agent_id": "cartpole-linear",
+        "version": 2,
+        "previous_version": 1,
+        "run_id": "cycle-1.cartpole-linear",
+    },
+    "GenomeRolledBack": {
+        "agent_id": "cartpole-linear",
+        "from_version": 3,
+        "to_version": 2,
+        "reason": "p95 latency guardrail",
+    },
+    "AnomalyDetected": {
+        "agent_id": "cartpole-linear",
+        "kpi": "latency_ms",
+        "value": 12.5,
+        "detail": "4.1 sigma above the 1-hour mean",
+    },
+    "ExperimentConcluded": {
+        "experiment_id": "exp-1",
+        "agent_id": "cartpole-linear",
+        "verdict": "candidate wins",
+    },
+    "BudgetThresholdReached": {"budget_usd": 25.0, "spent_usd": 20.1, "threshold": 0.8},
+}
+
+
+def render() -> dict[str, str]:
+    files: dict[str, str] = {}
+    for cls in EVENT_TYPES:
+        name = cls.detail_type
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": name,
+            **cls.model_json_schema(),
+        }
+        sample: Event = cls.model_validate({**SAMPLES[name], "at": AT})
+        envelope = {
+            "version": "0",
+            "source": SOURCE,
+            "detail-type": name,
+            "detail": sample.model_dump(mode="json"),
+        }
+        files[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        files[f"{name}.sample.json"] = json.dumps(envelope, indent=2) + "\n"
+    files["routes.json"] = json.dumps([r.model_dump() for r in ROUTES], indent=2) + "\n"
+    return files
+
+
+def main(argv: list[str]) -> int:
+    files = render()
+    if "--check" in argv:
+        stale = [
+            n
+            for n, text in files.items()
+            if not (EVENTS_DIR / n).exists() or (EVENTS_DIR / n).read_text() != text
+        ]
+        if stale:
+            print(f"events/ is stale: {', '.join(stale)} (run python -m chimera.schemas)")
+            return 1
+        return 0
+    EVENTS_DIR.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (EVENTS_DIR / name).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
