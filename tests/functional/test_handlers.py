@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from chimera.adapters.local.workflows import handler_for
 from chimera.domain.errors import ValidationFailedError
@@ -94,3 +96,23 @@ def test_bad_manifest_is_rejected_with_its_field(home, only_cartpole):
     assert out["agents"] == ["cartpole-linear"]
     assert out["rejected"][0]["bundle"] == "broken"
     assert out["rejected"][0]["error"].startswith("manifest.genome.0")
+
+
+def test_kpis_from_sqs_report_partial_batch_failures(home, repo):
+    sample = json.loads((repo / "events" / "KpiRecorded.sample.json").read_text())
+    good = {
+        "messageId": "m1",
+        "body": json.dumps(sample),
+        "receiptHandle": "r",
+        "attributes": {},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:1:q",
+        "awsRegion": "us-east-1",
+    }
+    bad_detail = {**sample, "detail": {"record": {"agent_id": "cartpole-linear"}}}
+    bad = {**good, "messageId": "m2", "body": json.dumps(bad_detail)}
+    answer = handler_for("refinement")({"Records": [good, bad, good]})
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
+    assert [k.job_id for k in deps().store.list_kpis("cartpole-linear")] == ["job-42"]
