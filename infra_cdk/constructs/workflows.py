@@ -40,18 +40,7 @@ class Workflows(Construct):
                 ],
             )
         )
-        self.evolution_run.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-                resources=[
-                    stack.format_arn(
-                        service="events",
-                        resource="rule",
-                        resource_name="StepFunctionsGetEventsForBatchJobsRule",
-                    )
-                ],
-            )
-        )
+        _allow_sync_rule(self.evolution_run, "StepFunctionsGetEventsForBatchJobsRule")
         self.optimization_cycle = self._machine(
             "OptimizationCycle",
             "optimization-cycle",
@@ -72,17 +61,8 @@ class Workflows(Construct):
                 ],
             )
         )
-        self.optimization_cycle.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-                resources=[
-                    stack.format_arn(
-                        service="events",
-                        resource="rule",
-                        resource_name="StepFunctionsGetEventsForStepFunctionsExecutionRule",
-                    )
-                ],
-            )
+        _allow_sync_rule(
+            self.optimization_cycle, "StepFunctionsGetEventsForStepFunctionsExecutionRule"
         )
 
     def _machine(
@@ -111,3 +91,15 @@ class Workflows(Construct):
             if "${" + logical + "FunctionArn}" in text:
                 fn.grant_invoke(machine)
         return machine
+
+
+def _allow_sync_rule(machine: sfn.StateMachine, rule: str) -> None:
+    """A `.sync` integration waits through this Step Functions-managed EventBridge rule."""
+    machine.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+            resources=[
+                Stack.of(machine).format_arn(service="events", resource="rule", resource_name=rule)
+            ],
+        )
+    )
