@@ -107,11 +107,10 @@ class Optimizer(abc.ABC):
 
     @staticmethod
     def restore(state: dict[str, Any]) -> Optimizer:
-        kind = state.get("kind")
-        for cls in (GeneticAlgorithm, CmaEs):
-            if cls.kind == kind:
-                return cls(state)
-        raise ValueError(f"optimizer_state.kind: unknown optimizer {kind!r}")
+        cls = OPTIMIZERS.get(str(state.get("kind")))
+        if cls is None:
+            raise ValueError(f"optimizer_state.kind: unknown optimizer {state.get('kind')!r}")
+        return cls(state)
 
     @staticmethod
     def default_params(bounds: Bounds) -> dict[str, Any]:
