@@ -19,7 +19,6 @@ LAYER_PYTHON = "3.13"
 # The Lambda runtime set minus scikit-learn (scipy alone would take the layer past 250 MB).
 REQUIREMENTS = (
     "pydantic>=2.7,<3",
-    "pydantic-settings>=2.3,<3",
     "aws-lambda-powertools>=3.0,<4",
     "wasmtime>=50,<51",
     "deap>=1.4,<2",

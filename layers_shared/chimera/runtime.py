@@ -14,72 +14,46 @@ from pydantic import BaseModel, ValidationError
 from chimera.domain.errors import ValidationFailedError
 from chimera.domain.sandbox import SandboxPolicy
 from chimera.services.deps import Deps
-from chimera.settings import Settings
+from chimera.settings import AwsSettings, Settings, load_settings
 
 M = TypeVar("M", bound=BaseModel)
 Route = tuple[type[Any], Callable[[Any, Deps], Any]]
 
 
 def build_deps(settings: Settings) -> Deps:
+    if isinstance(settings, AwsSettings):
+        return _aws_deps(settings)
+    try:
+        from chimera_local.composition import local_deps
+    except ImportError as exc:  # the Lambda layer ships without the local backend
+        raise ValidationFailedError(
+            "CHIMERA_BACKEND", "'local' needs the chimera_local package (not shipped to Lambda)"
+        ) from exc
+    return local_deps(settings)
+
+
+def _aws_deps(settings: AwsSettings) -> Deps:
+    import boto3
+
+    from chimera.adapters.aws.dynamodb_store import DynamoDbStore
+    from chimera.adapters.aws.eventbridge_bus import EventBridgeBus
+    from chimera.adapters.aws.s3_artifacts import S3Artifacts
     from chimera.adapters.sandbox import Sandbox
 
-    policy = SandboxPolicy(allow_wasi=settings.allow_wasi)
-    if settings.backend == "aws":
-        import boto3
-
-        from chimera.adapters.aws.dynamodb_store import DynamoDbStore
-        from chimera.adapters.aws.eventbridge_bus import EventBridgeBus
-        from chimera.adapters.aws.s3_artifacts import S3Artifacts
-
-        if not settings.table_name:
-            raise ValidationFailedError("CHIMERA_TABLE_NAME", "required when backend is aws")
-        return Deps(
-            store=DynamoDbStore(settings.table_name, boto3.client("dynamodb")),
-            artifacts=S3Artifacts(
-                settings.bundle_bucket, settings.bundle_prefix, boto3.client("s3")
-            ),
-            bus=EventBridgeBus(settings.bus_name, boto3.client("events")),
-            sandbox=Sandbox(cache_dir=None),
-            policy=policy,
-            budget_usd=settings.budget_usd,
-            deadline_s=settings.deadline_s,
-            shard_size=settings.shard_size,
-        )
-    from chimera.adapters.local.artifacts import LocalArtifacts
-    from chimera.adapters.local.bus import LocalBus
-    from chimera.adapters.local.sqlite_store import SqliteStore
-
-    bus = LocalBus(settings.home / "events.jsonl")
-    deps = Deps(
-        store=SqliteStore(settings.home / "state.db"),
-        artifacts=LocalArtifacts(settings.agents_dir),
-        bus=bus,
-        sandbox=Sandbox(cache_dir=settings.home / "modules"),
-        policy=policy,
-        budget_usd=settings.budget_usd,
-        deadline_s=settings.deadline_s,
-        shard_size=settings.shard_size,
+    return Deps(
+        store=DynamoDbStore(settings.table_name, boto3.client("dynamodb")),
+        artifacts=S3Artifacts(settings.bundle_bucket, settings.bundle_prefix, boto3.client("s3")),
+        bus=EventBridgeBus(settings.bus_name, boto3.client("events")),
+        sandbox=Sandbox(cache_dir=None),
+        policy=SandboxPolicy(allow_wasi=settings.allow_wasi),
+        settings=settings,
     )
-    _wire_local_routes(bus, deps)
-    return deps
-
-
-def _wire_local_routes(bus: Any, deps: Deps) -> None:
-    from chimera.domain.events import Event, KpiRecorded
-    from chimera.services import refinement
-    from chimera.services.contracts import IngestRequest
-
-    def ingest(event: Event) -> None:
-        if isinstance(event, KpiRecorded):
-            refinement.ingest(IngestRequest(records=[event.record]), deps)
-
-    bus.subscribe("refinement-ingest", ingest)
 
 
 @functools.cache
 def deps() -> Deps:
     """The process-wide ports, built on first use (a Lambda container reuses them)."""
-    return build_deps(Settings())
+    return build_deps(load_settings())
 
 
 def parse(model: type[M], event: Any) -> M:

@@ -6,9 +6,10 @@ from pathlib import Path
 import boto3
 import pytest
 from chimera.adapters.aws.dynamodb_store import DynamoDbStore
-from chimera.adapters.local.sqlite_store import SqliteStore
 from chimera.ports import Store
 from moto import mock_aws
+
+from chimera_local.sqlite_store import SqliteStore
 
 
 def create_table(client, name: str) -> None:  # type: ignore[no-untyped-def]

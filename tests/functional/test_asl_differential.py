@@ -11,10 +11,11 @@ from unittest import mock
 import boto3
 import pytest
 from chimera import runtime
-from chimera.adapters.local.workflows import handler_for, local_executor, state_machine_arn
 from chimera.catalog import LAYERS, asl_path, substitute
 from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
+
+from chimera_local.workflows import handler_for, local_executor, state_machine_arn
 
 PACKAGES = {f"chimera-{pkg.replace('_', '-')}": pkg for _, pkg, _ in LAYERS}
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from chimera.adapters.local.workflows import handler_for
 from chimera.domain.errors import ValidationFailedError
 from chimera.runtime import deps
+
+from chimera_local.workflows import handler_for
 
 
 @pytest.fixture

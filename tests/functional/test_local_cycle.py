@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from chimera.adapters.local.workflows import local_executor, state_machine_arn
 from chimera.domain.models import RunStatus
 from chimera.runtime import deps
+
+from chimera_local.workflows import local_executor, state_machine_arn
 
 CYCLE = state_machine_arn("optimization-cycle")
 

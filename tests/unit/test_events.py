@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from chimera import schemas
 from chimera.domain.events import EVENT_TYPES
+
+from chimera_local import schemas
 
 
 def test_events_dir_is_current():

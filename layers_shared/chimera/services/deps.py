@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from chimera.domain.sandbox import SandboxPolicy
 from chimera.ports import ArtifactStore, EventBus, SandboxPort, Store
+from chimera.settings import LocalSettings, Settings
 
 
 @dataclass
@@ -15,6 +16,16 @@ class Deps:
     bus: EventBus
     sandbox: SandboxPort
     policy: SandboxPolicy = field(default_factory=SandboxPolicy)
-    budget_usd: float = 25.0
-    deadline_s: float = 900.0
-    shard_size: int = 64
+    settings: Settings = field(default_factory=LocalSettings)
+
+    @property
+    def budget_usd(self) -> float:
+        return self.settings.budget_usd
+
+    @property
+    def deadline_s(self) -> float:
+        return self.settings.deadline_s
+
+    @property
+    def shard_size(self) -> int:
+        return self.settings.shard_size

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chimera.domain.errors import ChimeraError
+from chimera.settings import LocalSettings
 
 
 def _progress(quiet: bool) -> Any:
@@ -48,14 +49,15 @@ def _progress(quiet: bool) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from chimera import report
-    from chimera.adapters.local.asl import ExecutionFailedError
-    from chimera.adapters.local.workflows import local_executor, state_machine_arn
     from chimera.runtime import deps
-    from chimera.settings import Settings
 
-    settings = Settings()
+    from chimera_local import report
+    from chimera_local.asl import ExecutionFailedError
+    from chimera_local.workflows import local_executor, state_machine_arn
+
     ports = deps()
+    settings = ports.settings
+    assert isinstance(settings, LocalSettings), "chimera run drives the local backend"
     name = f"cycle-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     print(f"chimera run {name}: state under {settings.home}/", flush=True)
     executor = local_executor(on_state=_progress(args.quiet))

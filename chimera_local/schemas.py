@@ -1,7 +1,7 @@
 """Writes events/: a JSON Schema and a sample per event, from the pydantic models.
 
-python -m chimera.schemas          regenerate
-python -m chimera.schemas --check  fail if events/ is stale (CI)
+python -m chimera_local.schemas          regenerate
+python -m chimera_local.schemas --check  fail if events/ is stale (CI)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from chimera.domain.events import EVENT_TYPES, ROUTES, SOURCE, Event
 from chimera.domain.models import KpiRecord
 
-EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
+EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
 AT = "2026-11-21T00:00:00+00:00"
 SAMPLE_KPI = KpiRecord(
     agent_id="cartpole-linear",
@@ -94,7 +94,7 @@ def main(argv: list[str]) -> int:
             if not (EVENTS_DIR / n).exists() or (EVENTS_DIR / n).read_text() != text
         ]
         if stale:
-            print(f"events/ is stale: {', '.join(stale)} (run python -m chimera.schemas)")
+            print(f"events/ is stale: {', '.join(stale)} (run python -m chimera_local.schemas)")
             return 1
         return 0
     EVENTS_DIR.mkdir(exist_ok=True)

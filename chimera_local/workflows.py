@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chimera.adapters.local.asl import AslExecutor
 from chimera.catalog import (
     GPU_JOB,
     LAYERS,
@@ -20,6 +19,8 @@ from chimera.catalog import (
     substitute,
 )
 from chimera.domain.errors import ChimeraError
+
+from chimera_local.asl import AslExecutor
 
 ACCOUNT = "000000000000"
 REGION = "local"

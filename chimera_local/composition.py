@@ -1,0 +1,34 @@
+"""The local composition root: the embedded default's adapters behind the same ports."""
+
+from __future__ import annotations
+
+from chimera.adapters.sandbox import Sandbox
+from chimera.domain.events import Event, KpiRecorded
+from chimera.domain.sandbox import SandboxPolicy
+from chimera.services import refinement
+from chimera.services.contracts import IngestRequest
+from chimera.services.deps import Deps
+from chimera.settings import LocalSettings
+
+from chimera_local.artifacts import LocalArtifacts
+from chimera_local.bus import LocalBus
+from chimera_local.sqlite_store import SqliteStore
+
+
+def local_deps(settings: LocalSettings) -> Deps:
+    bus = LocalBus(settings.home / "events.jsonl")
+    deps = Deps(
+        store=SqliteStore(settings.home / "state.db"),
+        artifacts=LocalArtifacts(settings.agents_dir),
+        bus=bus,
+        sandbox=Sandbox(cache_dir=settings.home / "modules"),
+        policy=SandboxPolicy(allow_wasi=settings.allow_wasi),
+        settings=settings,
+    )
+
+    def ingest(event: Event) -> None:
+        if isinstance(event, KpiRecorded):
+            refinement.ingest(IngestRequest(records=[event.record]), deps)
+
+    bus.subscribe("refinement-ingest", ingest)
+    return deps
