@@ -1,6 +1,13 @@
-"""Domain errors. Handlers map these to responses in one place (chimera.handlers_common)."""
+"""Domain errors: one taxonomy, mapped in one place to HTTP statuses and to ASL error names.
+
+A Lambda task that raises surfaces in Step Functions under the exception's class name, so the
+class names below are the ASL error names: retryable ones are listed in every task's `Retry`
+(tests/unit/test_errors.py checks each file), terminal ones reach `Catch`.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 
 class ChimeraError(Exception):
@@ -29,3 +36,51 @@ class ConflictError(ChimeraError):
 
 class BudgetExceededError(ChimeraError):
     """Layer 8 refused work that would overrun the budget."""
+
+
+class UnavailableError(ChimeraError):
+    """A dependency throttled or is down for now; the same call may succeed later."""
+
+
+class GuestError(ChimeraError):
+    """A module misbehaved (trap, budget, bad module). `kind` is a stable code."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    http_status: int
+    retryable: bool
+    title: str
+
+
+# The one mapping. Order matters only for subclasses (none today): first match wins.
+TAXONOMY: dict[type[ChimeraError], ErrorKind] = {
+    ValidationFailedError: ErrorKind(400, False, "validation failed"),
+    NotFoundError: ErrorKind(404, False, "not found"),
+    ConflictError: ErrorKind(409, False, "conflict"),
+    BudgetExceededError: ErrorKind(402, False, "budget exceeded"),
+    GuestError: ErrorKind(422, False, "guest failure"),
+    UnavailableError: ErrorKind(503, True, "unavailable"),
+}
+# Lambda's own transient errors, retried in every Lambda task beside ours.
+LAMBDA_TRANSIENT_ERRORS = (
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+)
+RETRYABLE_ERRORS: tuple[str, ...] = tuple(
+    cls.__name__ for cls, kind in TAXONOMY.items() if kind.retryable
+)
+
+
+def kind_of(exc: BaseException) -> ErrorKind | None:
+    for cls, kind in TAXONOMY.items():
+        if isinstance(exc, cls):
+            return kind
+    return None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chimera.domain.errors import ChimeraError
+from chimera.domain.errors import GuestError
 from chimera.domain.models import AgentManifest
+
+__all__ = ["GuestError", "ModuleInfo", "SandboxPolicy", "module_problems"]
 
 REQUIRED_EXPORTS = (
     "memory",
@@ -18,15 +20,6 @@ REQUIRED_EXPORTS = (
     "chimera_predict",
 )
 WASI_MODULES = ("wasi_snapshot_preview1",)
-
-
-class GuestError(ChimeraError):
-    """A module misbehaved (trap, budget, bad module). `kind` is a stable code."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
 
 
 @dataclass(frozen=True)
