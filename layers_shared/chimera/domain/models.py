@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from chimera.domain.errors import ValidationFailedError
+from chimera.domain.genome import GeneSpec, check_genes, default_genes
 
 AgentId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
@@ -25,24 +25,6 @@ def utcnow() -> datetime:
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class GeneSpec(Frozen):
-    """One parameter of an agent's genome: a bounded float."""
-
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-    type: Literal["float"] = "float"
-    low: float
-    high: float
-    default: float = 0.0
-
-    @model_validator(mode="after")
-    def _bounds(self) -> GeneSpec:
-        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low >= self.high:
-            raise ValueError(f"gene {self.name!r}: low must be finite and below high")
-        if not self.low <= self.default <= self.high:
-            raise ValueError(f"gene {self.name!r}: default outside [low, high]")
-        return self
 
 
 class ResourceLimits(Frozen):
@@ -78,19 +60,11 @@ class AgentManifest(Frozen):
         return len(self.genome)
 
     def default_genes(self) -> tuple[float, ...]:
-        return tuple(g.default for g in self.genome)
+        return default_genes(self.genome)
 
     def check_genes(self, genes: tuple[float, ...] | list[float]) -> None:
         """Raise ValidationFailedError naming the first gene out of bounds."""
-        if len(genes) != self.genome_len:
-            raise ValidationFailedError(
-                "genes", f"expected {self.genome_len} values, got {len(genes)}"
-            )
-        for spec, value in zip(self.genome, genes, strict=True):
-            if not math.isfinite(value) or not spec.low <= value <= spec.high:
-                raise ValidationFailedError(
-                    f"genes.{spec.name}", f"{value!r} outside [{spec.low}, {spec.high}]"
-                )
+        check_genes(self.genome, genes)
 
 
 class Agent(Frozen):
