@@ -83,39 +83,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _holdout_scores(store: Any, agent_id: str) -> dict[int, float | None]:
+    """The latest hold-out score per genome version (hold-out job ids end in :holdout:vN)."""
+    scores: dict[int, float | None] = {}
+    for k in store.list_kpis(agent_id):
+        if ":holdout:" in k.job_id:
+            scores[k.genome_version] = k.score
+    return scores
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from chimera.runtime import deps
 
     store = deps().store
     agents = store.list_agents()
-    if not agents:
-        print("No agents yet: run `chimera run` first.")
-        return 0
     rows = []
     for agent in agents:
+        names = [g.name for g in agent.manifest.genome]
         alias = store.get_alias(agent.agent_id)
         row: dict[str, Any] = {
             "agent_id": agent.agent_id,
             "suite": agent.manifest.suite,
-            "live": None,
+            "weights": {},
+            "live_version": None,
+            "genes": None,
         }
         if alias is not None:
             genome = store.get_genome(agent.agent_id, alias.primary_version)
-            holdout = [
-                k
-                for k in store.list_kpis(agent.agent_id)
-                if k.genome_version == genome.version and ":holdout:" in k.job_id
-            ]
-            row["live"] = {
-                "version": genome.version,
-                "weights": alias.weights,
-                "revision": alias.revision,
+            row |= {
+                "weights": {str(v): w for v, w in sorted(alias.weights.items())},
+                "live_version": genome.version,
+                "genes": dict(zip(names, genome.genes, strict=True)),
+                "alias_revision": alias.revision,
                 "source_run": genome.source_run,
                 "training_fitness": genome.fitness,
-                "holdout_score": holdout[-1].score if holdout else None,
-                "genes": dict(
-                    zip((g.name for g in agent.manifest.genome), genome.genes, strict=True)
-                ),
+                "holdout_score": _holdout_scores(store, agent.agent_id).get(genome.version),
             }
         runs = store.list_runs(agent.agent_id)
         if runs:
@@ -130,20 +132,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
+    if not rows:
+        print("No agents yet: run `chimera run` first.")
+        return 0
     for row in rows:
-        live = row["live"]
         print(f"{row['agent_id']}  ({row['suite']})")
-        if live is None:
+        if row["live_version"] is None:
             print("  no live genome")
         else:
-            score = live["holdout_score"]
+            score = row["holdout_score"]
+            weights = ", ".join(f"v{v}: {w:g}" for v, w in row["weights"].items())
             print(
-                f"  live: v{live['version']} (alias revision {live['revision']}, from "
-                f"{live['source_run'] or 'manifest defaults'})"
+                f"  live: v{row['live_version']} (weights {weights}; alias revision "
+                f"{row['alias_revision']}, from {row['source_run'] or 'manifest defaults'})"
             )
             print(f"  hold-out score: {score:.4g}" if score is not None else "  hold-out score: -")
-            genes = ", ".join(f"{k}={v:.4g}" for k, v in list(live["genes"].items())[:8])
-            more = len(live["genes"]) - 8
+            genes = ", ".join(f"{k}={v:.4g}" for k, v in list(row["genes"].items())[:8])
+            more = len(row["genes"]) - 8
             print(f"  genes: {genes}" + (f", ... (+{more})" if more > 0 else ""))
         if "last_run" in row:
             r = row["last_run"]
@@ -158,13 +163,33 @@ def cmd_genomes(args: argparse.Namespace) -> int:
     from chimera.runtime import deps
 
     store = deps().store
+    agent = store.get_agent(args.agent_id)
+    names = [g.name for g in agent.manifest.genome]
     alias = store.get_alias(args.agent_id)
-    for g in store.list_genomes(args.agent_id):
-        live = " live" if alias and g.version in alias.weights else ""
-        fit = f"{g.fitness:.4g}" if g.fitness is not None else "-"
+    scores = _holdout_scores(store, args.agent_id)
+    rows = [
+        {
+            "version": g.version,
+            "live_weight": alias.weights.get(g.version, 0.0) if alias else 0.0,
+            "genes": dict(zip(names, g.genes, strict=True)),
+            "training_fitness": g.fitness,
+            "holdout_score": scores.get(g.version),
+            "parent_version": g.parent_version,
+            "source_run": g.source_run,
+            "created_at": g.created_at.isoformat(),
+        }
+        for g in store.list_genomes(args.agent_id)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        live = f" live ({r['live_weight']:g})" if r["live_weight"] else ""
+        fit = f"{r['training_fitness']:.4g}" if r["training_fitness"] is not None else "-"
+        hold = f"{r['holdout_score']:.4g}" if r["holdout_score"] is not None else "-"
         print(
-            f"v{g.version}{live}  fitness {fit}  from {g.source_run or 'defaults'}  "
-            f"{g.created_at:%Y-%m-%d %H:%M:%S}"
+            f"v{r['version']}{live}  fitness {fit}  hold-out {hold}  "
+            f"from {r['source_run'] or 'defaults'}  {r['created_at'][:19]}"
         )
     return 0
 
@@ -181,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     status.set_defaults(func=cmd_status)
     genomes = sub.add_parser("genomes", help="an agent's genome versions")
     genomes.add_argument("agent_id")
+    genomes.add_argument("--json", action="store_true")
     genomes.set_defaults(func=cmd_genomes)
     args = parser.parse_args(argv)
     try:
