@@ -17,6 +17,12 @@ class LocalBus:
     def subscribe(self, target: str, deliver: Callable[[Event], None]) -> None:
         self._targets[target] = deliver
 
+    def ping(self) -> None:
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("a"):
+                pass
+
     def publish(self, events: Sequence[Event]) -> None:
         for event in events:
             self.published.append(event)

@@ -147,8 +147,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"{row['alias_revision']}, from {row['source_run'] or 'manifest defaults'})"
             )
             print(f"  hold-out score: {score:.4g}" if score is not None else "  hold-out score: -")
-            genes = ", ".join(f"{k}={v:.4g}" for k, v in list(row["genes"].items())[:8])
-            more = len(row["genes"]) - 8
+            live_genes: dict[str, float] = row["genes"]
+            genes = ", ".join(f"{k}={v:.4g}" for k, v in list(live_genes.items())[:8])
+            more = len(live_genes) - 8
             print(f"  genes: {genes}" + (f", ... (+{more})" if more > 0 else ""))
         if "last_run" in row:
             r = row["last_run"]
@@ -167,7 +168,7 @@ def cmd_genomes(args: argparse.Namespace) -> int:
     names = [g.name for g in agent.manifest.genome]
     alias = store.get_alias(args.agent_id)
     scores = _holdout_scores(store, args.agent_id)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "version": g.version,
             "live_weight": alias.weights.get(g.version, 0.0) if alias else 0.0,

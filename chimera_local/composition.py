@@ -12,6 +12,7 @@ from chimera.settings import LocalSettings
 
 from chimera_local.artifacts import LocalArtifacts
 from chimera_local.bus import LocalBus
+from chimera_local.cycles import LocalCycles
 from chimera_local.sqlite_store import SqliteStore
 
 
@@ -24,6 +25,7 @@ def local_deps(settings: LocalSettings) -> Deps:
         sandbox=Sandbox(cache_dir=settings.home / "modules"),
         policy=SandboxPolicy(allow_wasi=settings.allow_wasi),
         settings=settings,
+        workflows=LocalCycles(settings.home),
     )
 
     def ingest(event: Event) -> None:

@@ -92,6 +92,10 @@ class LedgerStore(Protocol):
 class Store(AgentStore, GenomeStore, KpiStore, EvolutionStore, LedgerStore, Protocol):
     """Everything Chimera persists: SQLite locally, DynamoDB in the cloud."""
 
+    def ping(self) -> None:
+        """Raise if the store cannot answer a read."""
+        ...
+
 
 class ArtifactStore(Protocol):
     """Module bytes and other blobs, by key (a path locally, an S3 key in the cloud)."""
@@ -104,6 +108,9 @@ class ArtifactStore(Protocol):
 
 class EventBus(Protocol):
     def publish(self, events: Sequence[Event]) -> None: ...
+    def ping(self) -> None:
+        """Raise if the bus is not reachable (publishes nothing)."""
+        ...
 
 
 class AgentRuntime(Protocol):
@@ -121,6 +128,17 @@ class AgentRuntime(Protocol):
 class SandboxPort(Protocol):
     def inspect(self, wasm: bytes) -> ModuleInfo: ...
     def instantiate(self, wasm: bytes, limits: ResourceLimits) -> AgentRuntime: ...
+
+
+class WorkflowStarter(Protocol):
+    """Starts the optimization cycle (Step Functions in the cloud, the local executor here)."""
+
+    def start_cycle(self, name: str, input_: dict[str, object]) -> tuple[str, str]:
+        """Start (or find, same name and input) an execution; return (arn, status).
+
+        ConflictError if the name was used with another input.
+        """
+        ...
 
 
 class JobRunner(Protocol):

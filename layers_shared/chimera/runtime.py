@@ -38,8 +38,14 @@ def _aws_deps(settings: AwsSettings) -> Deps:
     from chimera.adapters.aws.dynamodb_store import DynamoDbStore
     from chimera.adapters.aws.eventbridge_bus import EventBridgeBus
     from chimera.adapters.aws.s3_artifacts import S3Artifacts
+    from chimera.adapters.aws.stepfunctions import StepFunctionsWorkflows
     from chimera.adapters.sandbox import Sandbox
 
+    workflows = None
+    if settings.cycle_state_machine_arn:
+        workflows = StepFunctionsWorkflows(
+            settings.cycle_state_machine_arn, boto3.client("stepfunctions")
+        )
     return Deps(
         store=DynamoDbStore(settings.table_name, boto3.client("dynamodb")),
         artifacts=S3Artifacts(settings.bundle_bucket, settings.bundle_prefix, boto3.client("s3")),
@@ -47,6 +53,7 @@ def _aws_deps(settings: AwsSettings) -> Deps:
         sandbox=Sandbox(cache_dir=None),
         policy=SandboxPolicy(allow_wasi=settings.allow_wasi),
         settings=settings,
+        workflows=workflows,
     )
 
 

@@ -57,6 +57,9 @@ class KeyValueStore(abc.ABC):
     @abc.abstractmethod
     def _put_if_absent(self, put: Put) -> bool: ...
 
+    def ping(self) -> None:
+        self._get("HEALTH", "ping")
+
     # -- agents ---------------------------------------------------------------------------
     def put_agent(self, agent: Agent) -> None:
         self._write([Put("AGENTS", agent.agent_id, agent.model_dump_json())])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from chimera.domain.sandbox import SandboxPolicy
-from chimera.ports import ArtifactStore, EventBus, SandboxPort, Store
+from chimera.ports import ArtifactStore, EventBus, SandboxPort, Store, WorkflowStarter
 from chimera.settings import LocalSettings, Settings
 
 
@@ -17,6 +17,7 @@ class Deps:
     sandbox: SandboxPort
     policy: SandboxPolicy = field(default_factory=SandboxPolicy)
     settings: Settings = field(default_factory=LocalSettings)
+    workflows: WorkflowStarter | None = None
 
     @property
     def budget_usd(self) -> float:

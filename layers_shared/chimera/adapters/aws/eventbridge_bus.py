@@ -20,3 +20,6 @@ class EventBridgeBus:
             answer = self.client.put_events(Entries=entries[i : i + 10])
             if answer.get("FailedEntryCount"):
                 raise ChimeraError(f"EventBridge refused {answer['FailedEntryCount']} event(s)")
+
+    def ping(self) -> None:
+        self.client.describe_event_bus(Name=self.bus_name)

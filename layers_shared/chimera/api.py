@@ -1,0 +1,267 @@
+"""The HTTP API: one Powertools resolver, served by the API Lambda and by `chimera serve`.
+
+Requests and responses are the pydantic contracts (validated here, documented in the OpenAPI
+document generated from this resolver: docs/openapi.json). Each error class of the domain's
+taxonomy has one exception handler, with the HTTP status from that taxonomy. Operator routes
+are signed with IAM, client routes carry an API key (API Gateway enforces both; the OpenAPI
+document declares them and infra_cdk builds the methods from it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import BaseModel, Field
+
+from chimera.domain.errors import (
+    TAXONOMY,
+    ChimeraError,
+    ConflictError,
+    ErrorKind,
+    GuestError,
+    NotFoundError,
+    UnavailableError,
+    ValidationFailedError,
+)
+from chimera.domain.models import KpiRecord
+from chimera.runtime import deps
+from chimera.services import execution, queries, refinement
+from chimera.services.contracts import IngestRequest, IngestResult, PredictRequest, PredictResult
+from chimera.services.cycles import StartCycleRequest, start_cycle
+from chimera.services.views import AgentView, CycleStarted, GenomeView, Health, RunView
+
+API_TITLE = "Chimera API"
+API_VERSION = "1.0.0"
+OPERATOR: list[dict[str, list[str]]] = [{"iam": []}]  # SigV4-signed by an IAM principal
+CLIENT: list[dict[str, list[str]]] = [{"apiKey": []}]  # x-api-key of a usage plan
+SECURITY_SCHEMES = {
+    "iam": APIKey(
+        name="Authorization",
+        in_=APIKeyIn.header,
+        description="AWS Signature Version 4 (IAM)",
+        **{"x-amazon-apigateway-authtype": "awsSigv4"},
+    ),
+    "apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header, description="API Gateway API key"),
+}
+
+logger = Logger(service="chimera-api")
+app = APIGatewayRestResolver(enable_validation=True)
+
+AgentIdPath = Annotated[
+    str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="agent id", alias="id")
+]
+RunIdPath = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="evolution run id", alias="id")
+]
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="the error class: also its name in Step Functions")
+    title: str
+    message: str
+    field: str | None = Field(default=None, description="the offending field, when one is")
+
+
+class PredictBody(BaseModel):
+    job_id: str = Field(min_length=1, max_length=256)
+    observation: list[float] = Field(min_length=1, max_length=4096)
+
+
+class KpiBatch(BaseModel):
+    records: list[KpiRecord] = Field(min_length=1, max_length=1000)
+
+
+def responses(ok: int, what: str, *classes: type[ChimeraError]) -> dict[int, OpenAPIResponse]:
+    """OpenAPI responses: success (the route's return model) and the errors it can raise."""
+    out: dict[int, OpenAPIResponse] = {ok: {"description": what}}
+    every: tuple[type[ChimeraError], ...] = (ValidationFailedError, *classes)
+    for cls in every:
+        kind = TAXONOMY[cls]
+        out[kind.http_status] = {
+            "description": f"{kind.title} ({cls.__name__})",
+            "content": {"application/json": {"model": ErrorBody}},
+        }
+    return out
+
+
+def _error(status: int, body: ErrorBody) -> Response[ErrorBody]:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=body,
+    )
+
+
+def _handler(kind: ErrorKind) -> Callable[[ChimeraError], Response[ErrorBody]]:
+    def handle(exc: ChimeraError) -> Response[ErrorBody]:
+        return _error(
+            kind.http_status,
+            ErrorBody(
+                error=type(exc).__name__,
+                title=kind.title,
+                message=str(exc),
+                field=getattr(exc, "field", None),
+            ),
+        )
+
+    return handle
+
+
+for _cls, _kind in TAXONOMY.items():  # one handler per error class, from the one mapping
+    app.exception_handler(_cls)(_handler(_kind))
+
+
+@app.exception_handler(RequestValidationError)
+def _bad_request(exc: RequestValidationError) -> Response[ErrorBody]:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "path", "query")]
+    field, message = ".".join(loc) or "body", str(err.get("msg", "invalid"))
+    if err.get("type") == "json_invalid":  # loc holds the character position
+        field, message = "body", f"not valid JSON (at character {loc[0] if loc else '?'})"
+    return _error(
+        400,
+        ErrorBody(
+            error="ValidationFailedError",
+            title="validation failed",
+            message=f"{field}: {message}",
+            field=field,
+        ),
+    )
+
+
+@app.not_found
+def _no_route(exc: Exception) -> Response[ErrorBody]:
+    event = app.current_event
+    return _error(
+        404,
+        ErrorBody(
+            error="NotFoundError",
+            title="not found",
+            message=f"no route {event.http_method} {event.path}",
+        ),
+    )
+
+
+@app.exception_handler(Exception)
+def _unexpected(exc: Exception) -> Response[ErrorBody]:
+    logger.exception("unhandled error")
+    return _error(
+        500,
+        ErrorBody(error="InternalError", title="internal error", message=type(exc).__name__),
+    )
+
+
+# -- routes --------------------------------------------------------------------------------
+@app.get(
+    "/health",
+    summary="Per-layer health: store, bus, sandbox",
+    security=OPERATOR,
+    responses={200: {"description": "every check passes"}, 503: {"description": "a check fails"}},
+)
+def get_health() -> Response[Health]:
+    health = queries.health(deps())
+    return Response(
+        status_code=200 if health.status == "ok" else 503,
+        content_type=content_types.APPLICATION_JSON,
+        body=health,
+    )
+
+
+@app.post(
+    "/agents/<id>/predict",
+    summary="Run one job on the agent's live genome (routed by alias weights)",
+    security=CLIENT,
+    responses=responses(200, "the agent's answer", NotFoundError, GuestError, UnavailableError),
+)
+def post_predict(agent_id: AgentIdPath, body: Annotated[PredictBody, Body()]) -> PredictResult:
+    request = PredictRequest(agent_id=agent_id, job_id=body.job_id, observation=body.observation)
+    return execution.predict(request, deps())
+
+
+@app.get("/agents", summary="Every discovered agent", security=OPERATOR)
+def get_agents() -> list[AgentView]:
+    return queries.list_agents(deps())
+
+
+@app.get(
+    "/agents/<id>",
+    summary="One agent",
+    security=OPERATOR,
+    responses=responses(200, "the agent", NotFoundError),
+)
+def get_agent(agent_id: AgentIdPath) -> AgentView:
+    return queries.get_agent(agent_id, deps())
+
+
+@app.get(
+    "/agents/<id>/genomes",
+    summary="An agent's genome versions",
+    security=OPERATOR,
+    responses=responses(200, "versions, oldest first", NotFoundError),
+)
+def get_genomes(agent_id: AgentIdPath) -> list[GenomeView]:
+    return queries.list_genomes(agent_id, deps())
+
+
+@app.get(
+    "/runs/<id>",
+    summary="An evolution run and its fitness history",
+    security=OPERATOR,
+    responses=responses(200, "the run", NotFoundError),
+)
+def get_run(run_id: RunIdPath) -> RunView:
+    return queries.get_run(run_id, deps())
+
+
+@app.post(
+    "/kpis",
+    summary="Record KPIs (idempotent by agent and job id; the same path as the SQS ingestion)",
+    security=CLIENT,
+    responses=responses(200, "how many records were new", UnavailableError),
+)
+def post_kpis(body: Annotated[KpiBatch, Body()]) -> IngestResult:
+    return refinement.ingest(IngestRequest(records=body.records), deps())
+
+
+@app.post(
+    "/cycles",
+    summary="Start the optimization cycle (idempotent by name)",
+    security=OPERATOR,
+    responses=responses(202, "started (or already started)", ConflictError, UnavailableError),
+)
+def post_cycles(body: Annotated[StartCycleRequest, Body()]) -> Response[CycleStarted]:
+    started = start_cycle(body, deps())
+    return Response(
+        status_code=202,
+        content_type=content_types.APPLICATION_JSON,
+        body=started,
+    )
+
+
+def openapi_document() -> str:
+    """docs/openapi.json, generated from the routes above."""
+    text = app.get_openapi_json_schema(
+        title=API_TITLE,
+        version=API_VERSION,
+        description="Run, measure and evolve sandboxed WebAssembly agents.",
+        security_schemes=SECURITY_SCHEMES,  # type: ignore[arg-type]
+    )
+    doc = json.loads(text)
+    for operations in doc["paths"].values():
+        for operation in operations.values():
+            # Request validation answers 400 with ErrorBody (see _bad_request), not 422.
+            if operation["responses"].get("422", {}).get("description") == "Validation Error":
+                del operation["responses"]["422"]
+    schemas = doc["components"]["schemas"]
+    if "HTTPValidationError" not in json.dumps(doc["paths"]):
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"

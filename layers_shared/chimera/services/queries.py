@@ -1,0 +1,120 @@
+"""Read-side use cases for the API and the CLI: agents, genomes, runs, health."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from chimera.domain.models import Agent, Alias
+from chimera.services.deps import Deps
+from chimera.services.views import (
+    AgentView,
+    Check,
+    FitnessPointView,
+    GenomeView,
+    Health,
+    RunView,
+)
+
+
+def _agent_view(agent: Agent, alias: Alias | None) -> AgentView:
+    m = agent.manifest
+    return AgentView(
+        agent_id=m.agent_id,
+        suite=m.suite,
+        description=m.description,
+        obs_len=m.obs_len,
+        genome=m.genome,
+        limits=m.limits,
+        module_digest=agent.module_digest,
+        discovered_at=agent.discovered_at,
+        live_version=alias.primary_version if alias else None,
+        weights=dict(alias.weights) if alias else {},
+    )
+
+
+def list_agents(deps: Deps) -> list[AgentView]:
+    return [_agent_view(a, deps.store.get_alias(a.agent_id)) for a in deps.store.list_agents()]
+
+
+def get_agent(agent_id: str, deps: Deps) -> AgentView:
+    return _agent_view(deps.store.get_agent(agent_id), deps.store.get_alias(agent_id))
+
+
+def list_genomes(agent_id: str, deps: Deps) -> list[GenomeView]:
+    names = [g.name for g in deps.store.get_agent(agent_id).manifest.genome]
+    alias = deps.store.get_alias(agent_id)
+    return [
+        GenomeView(
+            agent_id=agent_id,
+            version=g.version,
+            genes=dict(zip(names, g.genes, strict=True)),
+            training_fitness=g.fitness,
+            parent_version=g.parent_version,
+            source_run=g.source_run,
+            live_weight=alias.weights.get(g.version, 0.0) if alias else 0.0,
+            created_at=g.created_at,
+        )
+        for g in deps.store.list_genomes(agent_id)
+    ]
+
+
+def get_run(run_id: str, deps: Deps) -> RunView:
+    run = deps.store.get_run(run_id)
+    history = [
+        FitnessPointView(
+            generation=p.generation, best=p.best, mean=p.mean, std=p.std, evaluations=p.evaluations
+        )
+        for p in deps.store.fitness_history(run_id)
+    ]
+    return RunView(
+        **run.model_dump(
+            include={
+                "run_id",
+                "agent_id",
+                "suite",
+                "seed",
+                "population_size",
+                "max_generations",
+                "generation",
+                "best_fitness",
+                "incumbent_version",
+                "champion_version",
+                "decision",
+                "started_at",
+                "finished_at",
+            }
+        ),
+        strategy=run.strategy.value,
+        status=run.status.value,
+        history=history,
+    )
+
+
+def _check(probe: Callable[[], None]) -> Check:
+    started = time.perf_counter()
+    try:
+        probe()
+        ok, detail = True, ""
+    except Exception as exc:  # noqa: BLE001 - a health check reports, it never raises
+        ok, detail = False, f"{type(exc).__name__}: {exc}"[:300]
+    return Check(ok=ok, latency_ms=round((time.perf_counter() - started) * 1000, 3), detail=detail)
+
+
+EMPTY_MODULE = b"\0asm\x01\0\0\0"  # the smallest valid WebAssembly module
+
+
+def _sandbox_probe(deps: Deps) -> None:
+    info = deps.sandbox.inspect(EMPTY_MODULE)
+    if info.imports or info.exports:
+        raise RuntimeError("the empty module reported imports or exports")
+
+
+def health(deps: Deps) -> Health:
+    """Per-layer health: the store answers a read, the bus is reachable, the sandbox runs."""
+    checks = {
+        "store": _check(deps.store.ping),
+        "bus": _check(deps.bus.ping),
+        "sandbox": _check(lambda: _sandbox_probe(deps)),
+    }
+    return Health(status="ok" if all(c.ok for c in checks.values()) else "degraded", checks=checks)
