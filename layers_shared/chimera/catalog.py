@@ -15,7 +15,7 @@ LAYERS: tuple[tuple[str, str, str], ...] = (
     ("Evolution", "evolution", "ask/tell evolution, champions, promotion"),
     ("Resources", "resources", "prices placements and enforces the budget"),
 )
-STATE_MACHINES: tuple[str, ...] = ("optimization-cycle", "evolution-run")
+STATE_MACHINES: tuple[str, ...] = ("optimization-cycle", "evolution-run", "evolution-segment")
 GPU_JOB = "evaluate_population"
 STATEMACHINES_DIR = Path(__file__).resolve().parents[2] / "statemachines"
 
