@@ -1,16 +1,33 @@
 """A compact executor for the subset of Amazon States Language that statemachines/ uses.
 
 It runs the deployed ASL files as they are: Task states whose resource is a Lambda ARN call
-the handler in process; `states:startExecution.sync:2` runs the nested machine; `batch:
-submitJob.sync` goes to a local job runner. Pass, Choice, Map, Succeed, Fail; InputPath,
-Parameters, ResultSelector, ResultPath, OutputPath; Retry and Catch. tests/functional runs
-the same files through moto's interpreter and checks both agree.
+the handler in process; `states:startExecution.sync(:2)` runs the nested machine as a child
+execution with its own history; `batch:submitJob.sync` goes to a local job runner. Pass,
+Choice (with `...Path` comparisons), Map, Wait, Succeed, Fail; InputPath, Parameters,
+ResultSelector, ResultPath, OutputPath; Retry and Catch; the intrinsic functions
+States.Format, States.MathAdd and States.Hash. tests/functional runs the same files through
+moto's interpreter and checks both agree.
+
+Standard-workflow quotas are enforced as AWS enforces them, so a design that would break
+them in the cloud breaks here first:
+
+* history: each execution records the events AWS records (see `ExecutionHistory`); an
+  execution whose event number 25,000 is not ExecutionSucceeded fails with States.Runtime.
+* payloads: an execution's input, a state's input after Parameters, a task's result and a
+  state's output must each be under 256 KiB as UTF-8 JSON, or the state fails with
+  States.DataLimitExceeded.
+
+Both are terminal: like States.Runtime errors (a path that selects nothing, a Choice variable
+that is missing), no Retry or Catch handles them, `States.ALL` included; the execution
+fails. A parent waiting on it with `.sync` sees States.TaskFailed, which it can catch.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +38,12 @@ from chimera.domain.errors import ChimeraError
 
 Handler = Callable[[Any], Any]
 _MISSING = object()
+
+HISTORY_EVENT_LIMIT = 25_000
+PAYLOAD_LIMIT_BYTES = 256 * 1024
+_HISTORY_LIMIT_CAUSE = "The execution reached the maximum number of history events (25000)."
+# StartExecution's name rule: 1-80 characters, none of these, no whitespace or control codes.
+_BAD_NAME = re.compile(r"[\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]")
 
 
 class ExecutionFailedError(ChimeraError):
@@ -37,6 +60,10 @@ class _StatesError(Exception):
         self.cause = cause
 
 
+class _TerminalError(_StatesError):
+    """States.Runtime and States.DataLimitExceeded: no Retry or Catch applies."""
+
+
 @dataclass
 class Machine:
     name: str
@@ -45,14 +72,59 @@ class Machine:
 
 
 @dataclass
+class ExecutionHistory:
+    """What AWS's GetExecutionHistory would list for one execution, by event type.
+
+    Events per state, as AWS (and moto's interpreter) record them:
+    the execution: ExecutionStarted, then ExecutionSucceeded or ExecutionFailed (2);
+    Pass, Choice, Wait, Succeed: <Type>StateEntered, <Type>StateExited (2);
+    Fail: FailStateEntered (1);
+    Lambda Task: TaskStateEntered, per attempt LambdaFunctionScheduled, LambdaFunctionStarted,
+    LambdaFunctionSucceeded|Failed, then TaskStateExited (5 without retries; +3 per retry);
+    `.sync` Task (Step Functions, Batch): TaskStateEntered, TaskScheduled, TaskStarted,
+    TaskSubmitted, TaskSucceeded|TaskFailed, TaskStateExited (6);
+    Map: MapStateEntered, MapStateStarted, per item MapIterationStarted + the item's states +
+    MapIterationSucceeded|Failed, then MapStateSucceeded|Failed, MapStateExited (4 + 2 per item).
+    A state whose error a Catch handles still records its <Type>StateExited.
+    """
+
+    arn: str
+    name: str
+    machine: str
+    events: list[str] = field(default_factory=list)
+    status: str = "RUNNING"
+    largest_payload: int = 0
+
+    def add(self, event: str) -> None:
+        if len(self.events) >= HISTORY_EVENT_LIMIT - 1 and event != "ExecutionSucceeded":
+            self.events.append("ExecutionFailed")
+            self.status = "FAILED"
+            raise _TerminalError("States.Runtime", _HISTORY_LIMIT_CAUSE)
+        self.events.append(event)
+
+    def measure(self, value: Any, what: str) -> None:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        self.largest_payload = max(self.largest_payload, size)
+        if size >= PAYLOAD_LIMIT_BYTES:
+            raise _TerminalError(
+                "States.DataLimitExceeded",
+                f"{what}: {size} bytes exceed the {PAYLOAD_LIMIT_BYTES}-byte payload quota",
+            )
+
+
+@dataclass
 class AslExecutor:
-    """`functions` maps Lambda ARNs to handlers; `jobs` maps job-definition ARNs to runners."""
+    """`functions` maps Lambda ARNs to handlers; `jobs` maps job-definition ARNs to runners.
+
+    `executions` holds every execution's history, children included, by execution ARN.
+    """
 
     functions: dict[str, Handler]
     jobs: dict[str, Handler] = field(default_factory=dict)
     machines: dict[str, Machine] = field(default_factory=dict)
     on_state: Callable[[str, str, Any], None] | None = None  # (execution, state, its input)
     retry_interval_scale: float = 1.0
+    executions: dict[str, ExecutionHistory] = field(default_factory=dict)
 
     def register(self, name: str, arn: str, definition_text: str) -> Machine:
         machine = Machine(name, arn, json.loads(definition_text))
@@ -61,39 +133,82 @@ class AslExecutor:
 
     # -- executions ----------------------------------------------------------------------
     def start(self, arn: str, input_: dict[str, Any], name: str | None = None) -> Any:
-        machine = self.machines[arn]
-        name = name or uuid.uuid4().hex
+        try:
+            return self._execute(arn, input_, name or uuid.uuid4().hex)
+        except _StatesError as err:
+            raise ExecutionFailedError(err.error, err.cause) from None
+
+    def history(self, name: str) -> ExecutionHistory:
+        """An execution's history by its name (or ARN)."""
+        return self.executions.get(name) or next(
+            h for h in self.executions.values() if h.name == name
+        )
+
+    def _admit(self, machine_arn: str, name: Any) -> tuple[Machine, str]:
+        """StartExecution's checks: the machine exists, the name is valid and not yet used."""
+        machine = self.machines.get(machine_arn)
+        if machine is None:
+            raise _StatesError(
+                "StepFunctions.StateMachineDoesNotExistException", f"no machine {machine_arn}"
+            )
+        if not isinstance(name, str) or not 1 <= len(name) <= 80 or _BAD_NAME.search(name):
+            raise _StatesError("StepFunctions.InvalidNameException", f"invalid name {name!r}")
+        arn = f"{machine_arn.replace(':stateMachine:', ':execution:')}:{name}"
+        if arn in self.executions:
+            raise _StatesError(
+                "StepFunctions.ExecutionAlreadyExistsException", f"execution {arn} already ran"
+            )
+        return machine, arn
+
+    def _execute(self, machine_arn: str, input_: Any, name: str) -> Any:
+        machine, arn = self._admit(machine_arn, name)
+        history = ExecutionHistory(arn, name, machine.name)
+        self.executions[arn] = history
         ctx = {
             "Execution": {
-                "Id": f"{arn.replace(':stateMachine:', ':execution:')}:{name}",
+                "Id": arn,
                 "Name": name,
                 "Input": copy.deepcopy(input_),
                 "StartTime": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
             },
-            "StateMachine": {"Id": arn, "Name": machine.name},
+            "StateMachine": {"Id": machine_arn, "Name": machine.name},
         }
         try:
-            return self._run(machine.definition, input_, ctx)
-        except _StatesError as err:
-            raise ExecutionFailedError(err.error, err.cause) from None
+            history.add("ExecutionStarted")
+            history.measure(input_, "execution input")
+            output = self._run(machine.definition, input_, ctx, history)
+        except _StatesError:
+            if history.status == "RUNNING":
+                history.events.append("ExecutionFailed")
+                history.status = "FAILED"
+            raise
+        history.add("ExecutionSucceeded")
+        history.status = "SUCCEEDED"
+        return output
 
-    def _run(self, definition: dict[str, Any], data: Any, ctx: dict[str, Any]) -> Any:
+    def _run(
+        self, definition: dict[str, Any], data: Any, ctx: dict[str, Any], history: ExecutionHistory
+    ) -> Any:
         states = definition["States"]
         name = definition["StartAt"]
         while True:
             state = states[name]
+            kind = state["Type"]
             ctx = {**ctx, "State": {"Name": name}}
+            history.add(f"{kind}StateEntered")
             if self.on_state:
                 self.on_state(ctx["Execution"]["Name"], name, data)
-            kind = state["Type"]
             if kind == "Fail":
                 raise _StatesError(state.get("Error", "States.Fail"), state.get("Cause", ""))
             if kind == "Succeed":
-                return _select(
+                data = _select(
                     state.get("OutputPath", "$"),
                     _select(state.get("InputPath", "$"), data, ctx),
                     ctx,
                 )
+                history.measure(data, f"{name} output")
+                history.add("SucceedStateExited")
+                return data
             if kind == "Choice":
                 data = _select(state.get("InputPath", "$"), data, ctx)
                 name = next(
@@ -105,9 +220,12 @@ class AslExecutor:
                         "States.NoChoiceMatched", f"no choice matched in {ctx['State']['Name']}"
                     )
                 data = _select(state.get("OutputPath", "$"), data, ctx)
+                history.add("ChoiceStateExited")
                 continue
             try:
-                data = self._step(state, data, ctx)
+                data = self._step(state, data, ctx, history)
+            except _TerminalError:
+                raise
             except _StatesError as err:
                 handler = next(
                     (c for c in state.get("Catch", []) if _matches(c["ErrorEquals"], err.error)),
@@ -115,18 +233,24 @@ class AslExecutor:
                 )
                 if handler is None:
                     raise
+                history.add(f"{kind}StateExited")
                 data = _place(
                     handler.get("ResultPath", "$"), data, {"Error": err.error, "Cause": err.cause}
                 )
+                history.measure(data, f"{name} output")
                 name = handler["Next"]
                 continue
+            history.add(f"{kind}StateExited")
             if state.get("End"):
                 return data
             name = state["Next"]
 
-    def _step(self, state: dict[str, Any], data: Any, ctx: dict[str, Any]) -> Any:
+    def _step(
+        self, state: dict[str, Any], data: Any, ctx: dict[str, Any], history: ExecutionHistory
+    ) -> Any:
         effective = _select(state.get("InputPath", "$"), data, ctx)
         kind = state["Type"]
+        state_name = ctx["State"]["Name"]
         if kind == "Pass":
             result = (
                 _render(state["Parameters"], effective, ctx)
@@ -137,35 +261,54 @@ class AslExecutor:
             params = (
                 _render(state["Parameters"], effective, ctx) if "Parameters" in state else effective
             )
-            result = self._with_retry(state, lambda: self._task(state["Resource"], params, ctx))
+            history.measure(params, f"{state_name} input")
+            result = self._with_retry(
+                state, lambda: self._task(state["Resource"], params, ctx, history)
+            )
             if "ResultSelector" in state:
                 result = _render(state["ResultSelector"], result, ctx)
         elif kind == "Map":
             items = _select(state.get("ItemsPath", "$"), effective, ctx)
             if not isinstance(items, list):
-                raise _StatesError("States.Runtime", "ItemsPath did not select an array")
+                raise _TerminalError("States.Runtime", "ItemsPath did not select an array")
             processor = state.get("ItemProcessor") or state["Iterator"]
+            history.add("MapStateStarted")
             result = []
             for index, item in enumerate(items):
                 item_ctx = {**ctx, "Map": {"Item": {"Index": index, "Value": item}}}
                 selector = state.get("ItemSelector", state.get("Parameters"))
                 item_input = _render(selector, effective, item_ctx) if selector else item
-                result.append(self._run(processor, item_input, item_ctx))
+                history.add("MapIterationStarted")
+                try:
+                    history.measure(item_input, f"{state_name} item {index} input")
+                    result.append(self._run(processor, item_input, item_ctx, history))
+                except _TerminalError:
+                    raise
+                except _StatesError:
+                    history.add("MapIterationFailed")
+                    history.add("MapStateFailed")
+                    raise
+                history.add("MapIterationSucceeded")
+            history.add("MapStateSucceeded")
             if "ResultSelector" in state:
                 result = _render(state["ResultSelector"], result, ctx)
         elif kind == "Wait":
             time.sleep(min(float(state.get("Seconds", 0)), 1.0) * self.retry_interval_scale)
             result = effective
         else:
-            raise _StatesError("States.Runtime", f"state type {kind} is not supported locally")
+            raise _TerminalError("States.Runtime", f"state type {kind} is not supported locally")
         data = _place(state.get("ResultPath", "$"), data, result)
-        return _select(state.get("OutputPath", "$"), data, ctx)
+        data = _select(state.get("OutputPath", "$"), data, ctx)
+        history.measure(data, f"{state_name} output")
+        return data
 
     def _with_retry(self, state: dict[str, Any], call: Callable[[], Any]) -> Any:
         attempts: dict[int, int] = {}
         while True:
             try:
                 return call()
+            except _TerminalError:
+                raise
             except _StatesError as err:
                 for i, rule in enumerate(state.get("Retry", [])):
                     if _matches(rule["ErrorEquals"], err.error):
@@ -180,45 +323,77 @@ class AslExecutor:
                 else:
                     raise
 
-    def _task(self, resource: str, params: Any, ctx: dict[str, Any]) -> Any:
-        if resource.startswith("arn:aws:states:::states:startExecution.sync"):
-            machine_arn = params["StateMachineArn"]
-            child_name = params.get("Name") or uuid.uuid4().hex
-            try:
-                output = self._run(
-                    self.machines[machine_arn].definition,
-                    params.get("Input", {}),
-                    {
-                        **ctx,
-                        "Execution": {
-                            **ctx["Execution"],
-                            "Id": f"{machine_arn}:{child_name}",
-                            "Name": child_name,
-                            "Input": params.get("Input", {}),
-                        },
-                    },
-                )
-            except _StatesError as err:
-                raise _StatesError(
-                    "States.TaskFailed", json.dumps({"Error": err.error, "Cause": err.cause})
-                ) from None
-            parsed = resource.endswith(":2")
-            return {
-                "Output": output if parsed else json.dumps(output),
-                "Status": "SUCCEEDED",
-                "StateMachineArn": machine_arn,
-            }
-        if resource.startswith("arn:aws:states:::batch:submitJob"):
-            runner = self.jobs.get(params["JobDefinition"])
-            if runner is None:
-                raise _StatesError(
-                    "States.TaskFailed", f"no local runner for {params['JobDefinition']}"
-                )
-            return _call(runner, params)
+    def _task(
+        self, resource: str, params: Any, ctx: dict[str, Any], history: ExecutionHistory
+    ) -> Any:
+        if resource.startswith("arn:aws:states:::"):
+            return self._integration(resource, params, history)
+        history.add("LambdaFunctionScheduled")
+        history.add("LambdaFunctionStarted")
         handler = self.functions.get(resource)
-        if handler is None:
-            raise _StatesError("States.TaskFailed", f"no local handler for resource {resource}")
-        return _call(handler, params)
+        try:
+            if handler is None:
+                raise _StatesError("States.TaskFailed", f"no local handler for resource {resource}")
+            result = _call(handler, params)
+            history.measure(result, f"{ctx['State']['Name']} result")
+        except _StatesError:
+            history.add("LambdaFunctionFailed")
+            raise
+        history.add("LambdaFunctionSucceeded")
+        return result
+
+    def _integration(self, resource: str, params: Any, history: ExecutionHistory) -> Any:
+        """An optimized service integration, waited for (`.sync`)."""
+        history.add("TaskScheduled")
+        history.add("TaskStarted")
+        try:
+            if resource.startswith("arn:aws:states:::states:startExecution.sync"):
+                result = self._start_execution_sync(params, resource.endswith(":2"), history)
+            elif resource.startswith("arn:aws:states:::batch:submitJob"):
+                runner = self.jobs.get(params["JobDefinition"])
+                if runner is None:
+                    raise _StatesError(
+                        "States.TaskFailed", f"no local runner for {params['JobDefinition']}"
+                    )
+                history.add("TaskSubmitted")
+                result = _call(runner, params)
+            else:
+                raise _StatesError("States.TaskFailed", f"{resource} is not supported locally")
+            history.measure(result, f"{resource} result")
+        except _StatesError:
+            history.add("TaskFailed")
+            raise
+        history.add("TaskSucceeded")
+        return result
+
+    def _start_execution_sync(
+        self, params: dict[str, Any], parsed: bool, history: ExecutionHistory
+    ) -> Any:
+        machine_arn = params["StateMachineArn"]
+        child_input = params.get("Input", {})
+        if isinstance(child_input, str):
+            child_input = json.loads(child_input)
+        name = params.get("Name") or uuid.uuid4().hex
+        _, arn = self._admit(machine_arn, name)  # StartExecution's own errors are the task's
+        history.add("TaskSubmitted")
+        try:
+            output = self._execute(machine_arn, child_input, name)
+        except _StatesError as err:
+            cause = {
+                "ExecutionArn": arn,
+                "Status": "FAILED",
+                "Error": err.error,
+                "Cause": err.cause,
+            }
+            raise _StatesError("States.TaskFailed", json.dumps(cause)) from None
+        return {
+            "ExecutionArn": arn,
+            "Name": name,
+            "StateMachineArn": machine_arn,
+            "Input": child_input if parsed else json.dumps(child_input),
+            "Output": output if parsed else json.dumps(output),
+            "Status": "SUCCEEDED",
+        }
 
 
 def _call(handler: Handler, params: Any) -> Any:
@@ -240,7 +415,7 @@ def _matches(names: list[str], error: str) -> bool:
     )
 
 
-# -- JSONPath subset and payload templates ------------------------------------------------
+# -- JSONPath subset, intrinsic functions and payload templates --------------------------
 def _select(path: str | None, data: Any, ctx: dict[str, Any]) -> Any:
     if path is None:
         return {}
@@ -249,11 +424,11 @@ def _select(path: str | None, data: Any, ctx: dict[str, Any]) -> Any:
     for part in _split(rest):
         if isinstance(part, int):
             if not isinstance(value, list) or part >= len(value):
-                raise _StatesError("States.Runtime", f"path {path} not found")
+                raise _TerminalError("States.Runtime", f"path {path} not found")
             value = value[part]
         else:
             if not isinstance(value, dict) or part not in value:
-                raise _StatesError("States.Runtime", f"path {path} not found in the input")
+                raise _TerminalError("States.Runtime", f"path {path} not found in the input")
             value = value[part]
     return value
 
@@ -275,11 +450,12 @@ def _render(template: Any, data: Any, ctx: dict[str, Any]) -> Any:
         out = {}
         for key, value in template.items():
             if key.endswith(".$"):
-                if not isinstance(value, str) or not value.startswith("$"):
-                    raise _StatesError(
-                        "States.Runtime", f"{key}: intrinsic functions are not supported locally"
-                    )
-                out[key[:-2]] = copy.deepcopy(_select(value, data, ctx))
+                if isinstance(value, str) and value.startswith("States."):
+                    out[key[:-2]] = _intrinsic(value, data, ctx)
+                elif isinstance(value, str) and value.startswith("$"):
+                    out[key[:-2]] = copy.deepcopy(_select(value, data, ctx))
+                else:
+                    raise _TerminalError("States.Runtime", f"{key}: not a path or a function")
             else:
                 out[key] = _render(value, data, ctx)
         return out
@@ -288,6 +464,83 @@ def _render(template: Any, data: Any, ctx: dict[str, Any]) -> Any:
     if template == "$":
         return copy.deepcopy(data)
     return template
+
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<fn>States\.[A-Za-z]+)\s*\(|(?P<close>\))|(?P<comma>,)"
+    r"|'(?P<str>(?:[^'\\]|\\.)*)'|(?P<num>-?\d+(?:\.\d+)?)|(?P<path>\$[^,)\s]*)"
+    r"|(?P<lit>true|false|null))"
+)
+
+
+def _intrinsic(text: str, data: Any, ctx: dict[str, Any]) -> Any:
+    """States.Format, States.MathAdd and States.Hash, nested, with paths and literals."""
+    tokens = []
+    pos = 0
+    while pos < len(text.rstrip()):
+        match = _TOKEN.match(text, pos)
+        if match is None:
+            raise _TerminalError("States.Runtime", f"cannot parse {text!r} at {pos}")
+        tokens.append(match)
+        pos = match.end()
+
+    def value(i: int) -> tuple[Any, int]:
+        tok = tokens[i]
+        if tok["fn"]:
+            args: list[Any] = []
+            i += 1
+            while not tokens[i]["close"]:
+                arg, i = value(i)
+                args.append(arg)
+                if tokens[i]["comma"]:
+                    i += 1
+            return _call_intrinsic(tok["fn"], args), i + 1
+        if tok["str"] is not None:
+            return re.sub(r"\\(.)", r"\1", tok["str"]), i + 1
+        if tok["num"]:
+            number = float(tok["num"])
+            return (int(number) if number.is_integer() else number), i + 1
+        if tok["path"]:
+            return copy.deepcopy(_select(tok["path"], data, ctx)), i + 1
+        if tok["lit"]:
+            return json.loads(tok["lit"]), i + 1
+        raise _TerminalError("States.Runtime", f"unexpected {tok.group(0)!r} in {text!r}")
+
+    try:
+        result, end = value(0)
+    except IndexError:
+        raise _TerminalError("States.Runtime", f"unbalanced {text!r}") from None
+    if end != len(tokens):
+        raise _TerminalError("States.Runtime", f"trailing text in {text!r}")
+    return result
+
+
+def _call_intrinsic(name: str, args: list[Any]) -> Any:
+    if name == "States.MathAdd":
+        if len(args) != 2 or not all(_num(a) for a in args):
+            raise _TerminalError("States.IntrinsicFailure", f"{name} takes two numbers: {args}")
+        return args[0] + args[1]
+    if name == "States.Format":
+        template, *values = args
+        pieces = str(template).split("{}")
+        if len(pieces) != len(values) + 1:
+            raise _TerminalError("States.IntrinsicFailure", f"{name}: {len(values)} values")
+        out = pieces[0]
+        for v, piece in zip(values, pieces[1:], strict=True):
+            out += (v if isinstance(v, str) else json.dumps(v)) + piece
+        return out
+    if name == "States.Hash":
+        algorithms = {
+            "MD5": "md5",
+            "SHA-1": "sha1",
+            "SHA-256": "sha256",
+            "SHA-384": "sha384",
+            "SHA-512": "sha512",
+        }
+        if len(args) != 2 or not isinstance(args[0], str) or args[1] not in algorithms:
+            raise _TerminalError("States.IntrinsicFailure", f"{name}({args})")
+        return hashlib.new(algorithms[args[1]], args[0].encode()).hexdigest()
+    raise _TerminalError("States.Runtime", f"{name} is not supported locally")
 
 
 def _place(path: str | None, data: Any, result: Any) -> Any:
@@ -304,6 +557,19 @@ def _place(path: str | None, data: Any, result: Any) -> Any:
     return out
 
 
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "BooleanEquals": lambda v, x: isinstance(v, bool) and v == x,
+    "StringEquals": lambda v, x: isinstance(v, str) and v == x,
+    "StringLessThan": lambda v, x: isinstance(v, str) and isinstance(x, str) and v < x,
+    "StringGreaterThan": lambda v, x: isinstance(v, str) and isinstance(x, str) and v > x,
+    "NumericEquals": lambda v, x: _num(v) and _num(x) and v == x,
+    "NumericGreaterThan": lambda v, x: _num(v) and _num(x) and v > x,
+    "NumericGreaterThanEquals": lambda v, x: _num(v) and _num(x) and v >= x,
+    "NumericLessThan": lambda v, x: _num(v) and _num(x) and v < x,
+    "NumericLessThanEquals": lambda v, x: _num(v) and _num(x) and v <= x,
+}
+
+
 def _rule(rule: dict[str, Any], data: Any, ctx: dict[str, Any]) -> bool:
     if "And" in rule:
         return all(_rule(r, data, ctx) for r in rule["And"])
@@ -318,21 +584,15 @@ def _rule(rule: dict[str, Any], data: Any, ctx: dict[str, Any]) -> bool:
     if "IsPresent" in rule:
         return (value is not _MISSING) == rule["IsPresent"]
     if value is _MISSING:
-        raise _StatesError("States.Runtime", f"Choice variable {rule['Variable']} not found")
-    tests: dict[str, Callable[[Any, Any], bool]] = {
-        "BooleanEquals": lambda v, x: isinstance(v, bool) and v == x,
-        "StringEquals": lambda v, x: isinstance(v, str) and v == x,
-        "NumericEquals": lambda v, x: _num(v) and v == x,
-        "NumericGreaterThan": lambda v, x: _num(v) and v > x,
-        "NumericGreaterThanEquals": lambda v, x: _num(v) and v >= x,
-        "NumericLessThan": lambda v, x: _num(v) and v < x,
-        "NumericLessThanEquals": lambda v, x: _num(v) and v <= x,
-        "IsNull": lambda v, x: (v is None) == x,
-    }
-    for op, test in tests.items():
+        raise _TerminalError("States.Runtime", f"Choice variable {rule['Variable']} not found")
+    if "IsNull" in rule:
+        return (value is None) == rule["IsNull"]
+    for op, test in _COMPARISONS.items():
         if op in rule:
             return test(value, rule[op])
-    raise _StatesError("States.Runtime", f"unsupported Choice rule {sorted(rule)}")
+        if op + "Path" in rule:
+            return test(value, _select(rule[op + "Path"], data, ctx))
+    raise _TerminalError("States.Runtime", f"unsupported Choice rule {sorted(rule)}")
 
 
 def _num(v: Any) -> bool:
