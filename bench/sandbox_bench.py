@@ -49,7 +49,7 @@ def numpy_policy(genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(g[:, :4]), np.ascontiguousarray(g[:, 4])
 
 
-def sandbox_cost(population: int, steps: int, chunks: int = 5, seed: int = 0) -> SandboxCost:
+def sandbox_cost(population: int, steps: int, chunks: int = 20, seed: int = 0) -> SandboxCost:
     manifest = AgentManifest.model_validate_json((AGENT / "manifest.json").read_text())
     instance = Sandbox().instantiate((AGENT / "agent.wasm").read_bytes(), manifest.limits)
     genomes = np.random.default_rng(seed).normal(size=(population, 5)).astype(np.float32)
