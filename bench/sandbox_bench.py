@@ -62,7 +62,8 @@ def sandbox_cost(population: int, steps: int, chunks: int = 20, seed: int = 0) -
     numpy_obs, _ = numpy_env.reset(seed=seed)
     same = True
     wasm_s = numpy_s = act_s = policy_s = 0.0
-    per_chunk = max(1, steps // chunks)
+    chunks = max(1, min(chunks, steps))
+    per_chunk = steps // chunks
     for _ in range(chunks):
         started = time.perf_counter()
         for _ in range(per_chunk):
