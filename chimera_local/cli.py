@@ -195,6 +195,21 @@ def cmd_genomes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from chimera_local.serve import make_server
+
+    server = make_server(args.host, args.port)
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    print(f"chimera serve: http://{host}:{port}  (OpenAPI: docs/openapi.json; Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chimera", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     genomes.add_argument("agent_id")
     genomes.add_argument("--json", action="store_true")
     genomes.set_defaults(func=cmd_genomes)
+    serve = sub.add_parser("serve", help="answer the HTTP API on localhost (same resolver)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=cmd_serve)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -1,19 +1,24 @@
-"""Writes events/: a JSON Schema and a sample per event, from the pydantic models.
+"""Writes the generated documents: events/ (a JSON Schema and a sample EventBridge envelope
+per event, from the pydantic models) and docs/openapi.json (from the API's resolver).
 
 python -m chimera_local.schemas          regenerate
-python -m chimera_local.schemas --check  fail if events/ is stale (CI)
+python -m chimera_local.schemas --check  fail if any is stale (CI)
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 
+from chimera.api import openapi_document
 from chimera.domain.events import EVENT_TYPES, ROUTES, SOURCE, Event
 from chimera.domain.models import KpiRecord
 
-EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+REPO = Path(__file__).resolve().parents[1]
+EVENTS_DIR = REPO / "events"
+OPENAPI = REPO / "docs" / "openapi.json"
 AT = "2026-11-21T00:00:00+00:00"
 SAMPLE_KPI = KpiRecord(
     agent_id="cartpole-linear",
@@ -63,8 +68,8 @@ SAMPLES: dict[str, dict[str, object]] = {
 }
 
 
-def render() -> dict[str, str]:
-    files: dict[str, str] = {}
+def render() -> dict[Path, str]:
+    files: dict[Path, str] = {}
     for cls in EVENT_TYPES:
         name = cls.detail_type
         schema = {
@@ -73,15 +78,26 @@ def render() -> dict[str, str]:
             **cls.model_json_schema(),
         }
         sample: Event = cls.model_validate({**SAMPLES[name], "at": AT})
+        # What EventBridge delivers to a target (SQS body, Lambda event) for this event.
         envelope = {
             "version": "0",
-            "source": SOURCE,
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"chimera/{name}")),
             "detail-type": name,
+            "source": SOURCE,
+            "account": "123456789012",
+            "time": "2026-11-21T00:00:00Z",
+            "region": "us-east-1",
+            "resources": [],
             "detail": sample.model_dump(mode="json"),
         }
-        files[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
-        files[f"{name}.sample.json"] = json.dumps(envelope, indent=2) + "\n"
-    files["routes.json"] = json.dumps([r.model_dump() for r in ROUTES], indent=2) + "\n"
+        files[EVENTS_DIR / f"{name}.schema.json"] = (
+            json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        )
+        files[EVENTS_DIR / f"{name}.sample.json"] = json.dumps(envelope, indent=2) + "\n"
+    files[EVENTS_DIR / "routes.json"] = (
+        json.dumps([r.model_dump() for r in ROUTES], indent=2) + "\n"
+    )
+    files[OPENAPI] = openapi_document()
     return files
 
 
@@ -89,17 +105,17 @@ def main(argv: list[str]) -> int:
     files = render()
     if "--check" in argv:
         stale = [
-            n
-            for n, text in files.items()
-            if not (EVENTS_DIR / n).exists() or (EVENTS_DIR / n).read_text() != text
+            str(path.relative_to(REPO))
+            for path, text in files.items()
+            if not path.exists() or path.read_text() != text
         ]
         if stale:
-            print(f"events/ is stale: {', '.join(stale)} (run python -m chimera_local.schemas)")
+            print(f"stale: {', '.join(stale)} (run python -m chimera_local.schemas)")
             return 1
         return 0
-    EVENTS_DIR.mkdir(exist_ok=True)
-    for name, text in files.items():
-        (EVENTS_DIR / name).write_text(text)
+    for path, text in files.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
     return 0
 
 

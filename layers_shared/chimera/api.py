@@ -10,15 +10,20 @@ document declares them and infra_cdk builds the methods from it).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, Field
 
 from chimera.domain.errors import (
@@ -52,8 +57,39 @@ SECURITY_SCHEMES = {
     "apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header, description="API Gateway API key"),
 }
 
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="the error class: also its name in Step Functions")
+    title: str
+    message: str
+    field: str | None = Field(default=None, description="the offending field, when one is")
+
+
+class JsonApiResolver(APIGatewayRestResolver):
+    """Bodies are JSON: another declared media type is refused (415) before anything parses
+    it (Powertools' validation would otherwise try, e.g. multipart without a boundary)."""
+
+    def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        media = str(headers.get("content-type") or "").split(";")[0].strip().lower()
+        if event.get("body") and media not in ("", "application/json"):
+            body = ErrorBody(
+                error="ValidationFailedError",
+                title="unsupported media type",
+                message=f"Content-Type: {media!r} is not application/json",
+                field="Content-Type",
+            )
+            return {
+                "statusCode": 415,
+                "headers": {"Content-Type": content_types.APPLICATION_JSON},
+                "body": body.model_dump_json(exclude_none=True),
+                "isBase64Encoded": False,
+            }
+        return super().resolve(event, context)
+
+
 logger = Logger(service="chimera-api")
-app = APIGatewayRestResolver(enable_validation=True)
+app = JsonApiResolver(enable_validation=True)
 
 AgentIdPath = Annotated[
     str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="agent id", alias="id")
@@ -61,13 +97,6 @@ AgentIdPath = Annotated[
 RunIdPath = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="evolution run id", alias="id")
 ]
-
-
-class ErrorBody(BaseModel):
-    error: str = Field(description="the error class: also its name in Step Functions")
-    title: str
-    message: str
-    field: str | None = Field(default=None, description="the offending field, when one is")
 
 
 class PredictBody(BaseModel):
@@ -134,6 +163,26 @@ def _bad_request(exc: RequestValidationError) -> Response[ErrorBody]:
             message=f"{field}: {message}",
             field=field,
         ),
+    )
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def _unsupported_media_type(exc: RequestUnsupportedContentType) -> Response[ErrorBody]:
+    return _error(
+        415,
+        ErrorBody(
+            error="ValidationFailedError",
+            title="unsupported media type",
+            message="Content-Type: send application/json",
+            field="Content-Type",
+        ),
+    )
+
+
+@app.exception_handler(ServiceError)
+def _service_error(exc: ServiceError) -> Response[ErrorBody]:
+    return _error(
+        exc.status_code, ErrorBody(error=type(exc).__name__, title="error", message=str(exc.msg))
     )
 
 

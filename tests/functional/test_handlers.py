@@ -100,20 +100,13 @@ def test_bad_manifest_is_rejected_with_its_field(home, only_cartpole):
 
 
 def test_kpis_from_sqs_report_partial_batch_failures(home, repo):
-    sample = json.loads((repo / "events" / "KpiRecorded.sample.json").read_text())
-    good = {
-        "messageId": "m1",
-        "body": json.dumps(sample),
-        "receiptHandle": "r",
-        "attributes": {},
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:1:q",
-        "awsRegion": "us-east-1",
+    """EventBridge envelopes inside an SQS batch: bad ones fail alone, duplicates are no-ops."""
+    batch = json.loads((repo / "tests" / "events" / "sqs_kpi_batch.json").read_text())
+    answer = handler_for("refinement")(batch)
+    assert answer == {
+        "batchItemFailures": [
+            {"itemIdentifier": "2e1424d4-f796-459a-8184-9c92662be6da"},
+            {"itemIdentifier": "8f2c3b1e-5d6a-4f7b-9c0d-1e2f3a4b5c6d"},
+        ]
     }
-    bad_detail = {**sample, "detail": {"record": {"agent_id": "cartpole-linear"}}}
-    bad = {**good, "messageId": "m2", "body": json.dumps(bad_detail)}
-    answer = handler_for("refinement")({"Records": [good, bad, good]})
-    assert answer == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
     assert [k.job_id for k in deps().store.list_kpis("cartpole-linear")] == ["job-42"]

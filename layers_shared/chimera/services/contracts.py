@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsRecordModel
+from pydantic import BaseModel, ConfigDict, Field, Json
 
+from chimera.domain.events import KpiRecorded
 from chimera.domain.models import AgentId, KpiRecord, RunId, Strategy
 
 
@@ -126,6 +128,18 @@ class PredictResult(Msg):
 class IngestRequest(Msg):
     action: Literal["ingest"] = "ingest"
     records: list[KpiRecord] = Field(max_length=1000)
+
+
+class KpiEnvelope(EventBridgeModel):
+    """What EventBridge delivers for a KpiRecorded event (Powertools' envelope model)."""
+
+    detail: KpiRecorded
+
+
+class KpiMessage(SqsRecordModel):
+    """One SQS message of the KPI queue: its body is the event's EventBridge envelope."""
+
+    body: Json[KpiEnvelope]  # type: ignore[assignment]
 
 
 class IngestResult(Msg):

@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from chimera.domain.models import Decision
-from chimera.services.contracts import IngestRequest, IngestResult, ReportRequest
+from chimera.services.contracts import IngestRequest, IngestResult, KpiMessage, ReportRequest
 from chimera.services.deps import Deps
 
 
 def ingest(req: IngestRequest, deps: Deps) -> IngestResult:
+    """Store KPI records not stored yet (idempotent by agent and job id)."""
     new = deps.store.put_kpis(req.records)
     return IngestResult(received=len(req.records), new=new)
+
+
+def ingest_message(record: KpiMessage, deps: Deps) -> None:
+    """One SQS message (parsed by the batch processor's model): the same path as ingest."""
+    ingest(IngestRequest(records=[record.body.detail.record]), deps)
 
 
 def report(req: ReportRequest, deps: Deps) -> dict[str, Any]:
