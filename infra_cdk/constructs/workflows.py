@@ -24,13 +24,15 @@ class Workflows(Construct):
         super().__init__(scope, id)
         stack = Stack.of(self)
         fn_arns = {f"{name}FunctionArn": fn.function_arn for name, fn in functions.items()}
-        self.evolution_run = self._machine(
-            "EvolutionRun",
-            "evolution-run",
+        # At most segment_generations generations per child execution: no execution's
+        # history nears the 25,000-event quota however long the run.
+        self.evolution_segment = self._machine(
+            "EvolutionSegment",
+            "evolution-segment",
             {**fn_arns, "GpuJobQueueArn": job_queue_arn, "GpuJobDefinitionArn": job_definition_arn},
             functions,
         )
-        self.evolution_run.add_to_role_policy(
+        self.evolution_segment.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["batch:SubmitJob", "batch:DescribeJobs", "batch:TerminateJob"],
                 resources=[
@@ -40,30 +42,24 @@ class Workflows(Construct):
                 ],
             )
         )
-        _allow_sync_rule(self.evolution_run, "StepFunctionsGetEventsForBatchJobsRule")
+        _allow_sync_rule(self.evolution_segment, "StepFunctionsGetEventsForBatchJobsRule")
+        self.evolution_run = self._machine(
+            "EvolutionRun",
+            "evolution-run",
+            {
+                **fn_arns,
+                "EvolutionSegmentStateMachineArn": self.evolution_segment.state_machine_arn,
+            },
+            functions,
+        )
+        _allow_nested(self.evolution_run, self.evolution_segment)
         self.optimization_cycle = self._machine(
             "OptimizationCycle",
             "optimization-cycle",
             {**fn_arns, "EvolutionRunStateMachineArn": self.evolution_run.state_machine_arn},
             functions,
         )
-        self.evolution_run.grant_start_execution(self.optimization_cycle)
-        self.optimization_cycle.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["states:DescribeExecution", "states:StopExecution"],
-                resources=[
-                    stack.format_arn(
-                        service="states",
-                        resource="execution",
-                        resource_name=f"{self.evolution_run.state_machine_name}:*",
-                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                    )
-                ],
-            )
-        )
-        _allow_sync_rule(
-            self.optimization_cycle, "StepFunctionsGetEventsForStepFunctionsExecutionRule"
-        )
+        _allow_nested(self.optimization_cycle, self.evolution_run)
 
     def _machine(
         self,
@@ -103,3 +99,22 @@ def _allow_sync_rule(machine: sfn.StateMachine, rule: str) -> None:
             ],
         )
     )
+
+
+def _allow_nested(parent: sfn.StateMachine, child: sfn.StateMachine) -> None:
+    """`states:startExecution.sync:2` of `child`: start, then describe/stop its executions."""
+    child.grant_start_execution(parent)
+    parent.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=["states:DescribeExecution", "states:StopExecution"],
+            resources=[
+                Stack.of(parent).format_arn(
+                    service="states",
+                    resource="execution",
+                    resource_name=f"{child.state_machine_name}:*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
+        )
+    )
+    _allow_sync_rule(parent, "StepFunctionsGetEventsForStepFunctionsExecutionRule")
