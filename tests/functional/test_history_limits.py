@@ -1,0 +1,255 @@
+"""A long evolution run stays inside Step Functions' quotas: 25,000 history events per
+execution, 256 KiB per payload.
+
+The deployed files run with cheap in-process stand-ins for the layer handlers (what a
+handler computes does not change which events an execution records; the real handlers run
+in test_local_cycle and test_asl_differential). The local executor runs 2,000 generations
+over 16 shards; moto's interpreter runs a shorter run of the same files (2,000 generations
+there take about 14 minutes) and both engines must record the same events, execution by
+execution, so the per-generation and per-segment counts measured locally are moto's too.
+
+Events per generation in a segment: Ask 5 + Placement 2 + EvaluateShards (4 + 7 per shard)
++ Tell 5 + Adapt 5 + Continue 2 = 23 + 7 x shards (135 with 16 shards); a segment adds
+ExecutionStarted, SegmentDone 2 and ExecutionSucceeded. See ExecutionHistory for per-state
+counts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+from chimera.catalog import LAYERS
+from moto_sfn import moto_step_functions
+
+from chimera_local.asl import (
+    HISTORY_EVENT_LIMIT,
+    PAYLOAD_LIMIT_BYTES,
+    AslExecutor,
+    ExecutionFailedError,
+)
+from chimera_local.workflows import function_arn, local_executor, state_machine_arn
+
+RUN = state_machine_arn("evolution-run")
+DEFAULT_SEGMENT = 50  # the Pass default in evolution-run.asl.json
+
+
+def per_generation(shards: int) -> int:
+    return 23 + 7 * shards
+
+
+class StandIns:
+    """The layers' actions with their real output shapes and no work; one run at a time."""
+
+    def __init__(self, generations: int, shards: int, shard_size: int = 16) -> None:
+        self.generations, self.shards, self.shard_size = generations, shards, shard_size
+        self.generation = 0
+        self.failures: list[dict[str, Any]] = []
+        self.bloat: dict[str, int] = {}  # action -> bytes of padding in its result
+
+    def dispatch(self, package: str):
+        return self.handle
+
+    def handle(self, event: dict[str, Any]) -> dict[str, Any]:
+        action = event["action"]
+        out = self._result(action, event)
+        if action in self.bloat:
+            out["padding"] = "x" * self.bloat[action]
+        return out
+
+    def _result(self, action: str, event: dict[str, Any]) -> dict[str, Any]:
+        run_id = event.get("run_id")
+        record = {"agent_id": "a", "genome_version": 2, "job_id": "j:holdout:1", "score": 1.0}
+        match action:
+            case "choose":
+                return {
+                    "strategy": "cmaes",
+                    "population_size": self.shards * self.shard_size,
+                    "max_generations": self.generations,
+                    "target_fitness": None,
+                    "reason": "stand-in",
+                }
+            case "start":
+                run_id = f"{event['execution_id']}.{event['agent_id']}"
+                return {"run_id": run_id, "resumed": False, "phase": "evolve", "generation": 0}
+            case "place":
+                return {"placement": "lambda", "detail": "stand-in", "estimated_usd": 0.01}
+            case "ask":
+                g, size = self.generation, self.shard_size
+                shards = [
+                    {"run_id": run_id, "generation": g, "shard": i, "start": i * size}
+                    | {"stop": (i + 1) * size}
+                    for i in range(self.shards)
+                ]
+                return {"run_id": run_id, "generation": g, "shards": shards}
+            case "evaluate":
+                return {"shard": event["shard"], "evaluated": self.shard_size, "failed": None}
+            case "tell":
+                self.generation += 1
+                return {"run_id": run_id, "generation": self.generation - 1, "best_fitness": 1.0}
+            case "adapt":
+                proceed = self.generation < self.generations
+                return {"proceed": proceed, "reason": f"generation {self.generation}"}
+            case "propose":
+                return {"run_id": run_id, "candidate_version": 2, "incumbent_version": 1}
+            case "holdout":
+                return {"candidate": record, "incumbent": record, "records": [record]}
+            case "ingest":
+                return {"received": 1, "new": 1}
+            case "gate":
+                return {"approved": True, "reason": "stand-in"}
+            case "promote" | "finish":
+                return {"run_id": run_id, "status": "succeeded", "decision": action}
+            case "fail":
+                self.failures.append(event)
+                return {"run_id": run_id, "status": "failed", "decision": "failed"}
+        raise ValueError(action)
+
+
+def local_run(stand_ins: StandIns, **input_: Any) -> tuple[AslExecutor, Any | ExecutionFailedError]:
+    executor = local_executor()
+    executor.functions = {function_arn(pkg): stand_ins.dispatch(pkg) for _, pkg, _ in LAYERS}
+    executor.retry_interval_scale = 0.0
+    try:
+        out = executor.start(RUN, {"execution_id": "cycle-1", "agent_id": "a", **input_}, "run")
+    except ExecutionFailedError as exc:
+        return executor, exc
+    return executor, out
+
+
+def segment_index(name: str) -> int:
+    return int(name.rsplit("-", 1)[1])
+
+
+def test_2000_generations_over_16_shards_stay_inside_every_quota():
+    generations, shards = 2000, 16
+    executor, out = local_run(StandIns(generations, shards))
+    assert out["outcome"]["decision"] == "promote"
+    outer = executor.history("run")
+    segments = [h for h in executor.executions.values() if h.machine == "evolution-segment"]
+    assert len(segments) == generations // DEFAULT_SEGMENT == 40
+    assert sorted(segment_index(s.name) for s in segments) == list(range(40))
+    assert all(len(s.name) <= 80 for s in segments)
+    per_segment = DEFAULT_SEGMENT * per_generation(shards) + 4
+    assert [len(s.events) for s in segments] == [per_segment] * 40 == [6754] * 40
+    # outer: 23 to the first segment (with the default Pass) + 10 per segment, 2 less for the
+    # last (no NextSegment) + 29 to finish
+    assert len(outer.events) == 25 + 10 * 40 - 2 + 29 == 452
+    histories = list(executor.executions.values())
+    assert all(h.status == "SUCCEEDED" for h in histories)
+    most = max(len(h.events) for h in histories)
+    largest = max(h.largest_payload for h in histories)
+    assert most < HISTORY_EVENT_LIMIT and largest < PAYLOAD_LIMIT_BYTES
+    print(
+        f"\n{generations} generations x {shards} shards: {len(histories)} executions, "
+        f"{per_generation(shards)} events per generation, {per_segment} per segment, "
+        f"{len(outer.events)} in evolution-run; max {most} events per execution; "
+        f"largest payload {largest} bytes"
+    )
+
+
+def test_moto_records_the_same_events_as_the_local_executor():
+    generations, shards, size = 12, 16, 5  # segments of 5, 5 and 2 generations
+    executor, ours = local_run(StandIns(generations, shards), segment_generations=size)
+    local = {
+        ("run" if h.machine == "evolution-run" else segment_index(h.name)): h.events
+        for h in executor.executions.values()
+    }
+
+    stand_ins = StandIns(generations, shards)
+    with moto_step_functions(stand_ins.dispatch) as moto:
+        described = moto.run(
+            "evolution-run",
+            "run",
+            {"execution_id": "cycle-1", "agent_id": "a", "segment_generations": size},
+        )
+        assert described["status"] == "SUCCEEDED", described
+        theirs = json.loads(described["output"])
+        recorded = {"run": moto.history(described["executionArn"])}
+        for execution in moto.executions("evolution-segment"):
+            recorded[segment_index(execution["name"])] = moto.history(execution["executionArn"])
+    moto_events = {key: [e["type"] for e in events] for key, events in recorded.items()}
+
+    assert theirs == ours
+    assert sorted(moto_events, key=str) == sorted(local, key=str) == [0, 1, 2, "run"]
+    assert moto_events["run"] == local["run"]  # no Map in the outer machine: same order
+    for key in (0, 1, 2):  # Map iterations interleave in moto's threads: same events
+        assert Counter(moto_events[key]) == Counter(local[key]), key
+    for events in (local, moto_events):
+        assert [len(events[k]) for k in (0, 1, 2)] == [
+            n * per_generation(shards) + 4 for n in (5, 5, 2)
+        ]
+
+
+def test_a_segment_past_the_history_quota_fails_and_the_run_is_recorded_failed():
+    # 200 generations x 135 events would be 27,000 in one segment execution.
+    stand_ins = StandIns(400, 16)
+    executor, failed = local_run(stand_ins, segment_generations=200)
+    assert isinstance(failed, ExecutionFailedError) and failed.error == "EvolutionRunFailed"
+    (segment,) = (h for h in executor.executions.values() if h.machine == "evolution-segment")
+    assert segment.status == "FAILED"
+    assert len(segment.events) == HISTORY_EVENT_LIMIT and segment.events[-1] == "ExecutionFailed"
+    # The segment's own Catch cannot handle it; evolution-run's RunSegment Catch does.
+    (fail,) = stand_ins.failures
+    assert fail["error"]["Error"] == "States.TaskFailed"
+    assert "maximum number of history events" in fail["error"]["Cause"]
+
+
+def test_a_payload_over_256_kib_fails_its_execution_and_no_catch_hides_it():
+    stand_ins = StandIns(3, 2)
+    stand_ins.bloat["tell"] = PAYLOAD_LIMIT_BYTES
+    executor, failed = local_run(stand_ins)
+    assert isinstance(failed, ExecutionFailedError)
+    (segment,) = (h for h in executor.executions.values() if h.machine == "evolution-segment")
+    assert segment.status == "FAILED" and "RecordFailureStateEntered" not in segment.events
+    assert segment.events[-2:] == ["LambdaFunctionFailed", "ExecutionFailed"]
+    (fail,) = stand_ins.failures  # recorded once, by evolution-run
+    assert "States.DataLimitExceeded" in fail["error"]["Cause"]
+
+
+def _counting_machine() -> str:
+    return json.dumps(
+        {
+            "StartAt": "Init",
+            "States": {
+                "Init": {
+                    "Type": "Pass",
+                    "Parameters": {"n": 0, "limit.$": "$.limit"},
+                    "Next": "Loop",
+                },
+                "Loop": {
+                    "Type": "Choice",
+                    "Choices": [
+                        {"Variable": "$.n", "NumericLessThanPath": "$.limit", "Next": "Inc"}
+                    ],
+                    "Default": "Done",
+                },
+                "Inc": {
+                    "Type": "Pass",
+                    "Parameters": {"n.$": "States.MathAdd($.n, 1)", "limit.$": "$.limit"},
+                    "Next": "Loop",
+                },
+                "Done": {"Type": "Succeed"},
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(("iterations", "succeeds"), [(6248, True), (6249, False)])
+def test_the_25000th_event_must_be_execution_succeeded(iterations, succeeds):
+    # ExecutionStarted, Init 2, per iteration Loop 2 + Inc 2, Loop 2, Done 2,
+    # ExecutionSucceeded: 8 + 4 x iterations, so 6,248 iterations make exactly 25,000.
+    executor = AslExecutor(functions={})
+    arn = "arn:aws:states:local:000000000000:stateMachine:count"
+    executor.register("count", arn, _counting_machine())
+    if succeeds:
+        out = executor.start(arn, {"limit": iterations}, "count")
+        assert out == {"n": iterations, "limit": iterations}
+    else:
+        with pytest.raises(ExecutionFailedError, match="maximum number of history events"):
+            executor.start(arn, {"limit": iterations}, "count")
+    history = executor.history("count")
+    assert len(history.events) == HISTORY_EVENT_LIMIT
+    assert history.events[-1] == ("ExecutionSucceeded" if succeeds else "ExecutionFailed")
