@@ -1,23 +1,16 @@
-"""The ASL we deploy, run by our local executor and by moto's interpreter: same result."""
+"""The ASL we deploy, run by our local executor and by moto's interpreter: same result,
+same events in every execution's history (evolution-run and each evolution-segment child)."""
 
 from __future__ import annotations
 
-import io
 import json
-import time
-import zipfile
-from unittest import mock
+from collections import Counter
 
-import boto3
 import pytest
 from chimera import runtime
-from chimera.catalog import LAYERS, asl_path, substitute
-from moto import mock_aws
-from moto.awslambda_simple.models import LambdaSimpleBackend
+from moto_sfn import moto_step_functions
 
 from chimera_local.workflows import handler_for, local_executor, state_machine_arn
-
-PACKAGES = {f"chimera-{pkg.replace('_', '-')}": pkg for _, pkg, _ in LAYERS}
 
 
 def outcome(store, agent_id):
@@ -33,59 +26,44 @@ def outcome(store, agent_id):
     }
 
 
-def run_in_moto(definition: str, event: dict) -> dict:
-    def invoke(self, function_name, qualifier, body, headers, response_headers):
-        handler = handler_for(PACKAGES[function_name.split(":")[-1]])
-        return json.dumps(handler(json.loads(body))).encode()
-
-    config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-    with mock_aws(config=config), mock.patch.object(LambdaSimpleBackend, "invoke", invoke):
-        iam, lam, sfn = (
-            boto3.client(s, region_name="us-east-1") for s in ("iam", "lambda", "stepfunctions")
-        )
-        role = iam.create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-        code = io.BytesIO()
-        with zipfile.ZipFile(code, "w") as z:
-            z.writestr("handler.py", "def lambda_handler(event, context):\n    return event\n")
-        arns = {}
-        for name, pkg, _ in LAYERS:
-            arns[f"{name}FunctionArn"] = lam.create_function(
-                FunctionName=f"chimera-{pkg.replace('_', '-')}",
-                Runtime="python3.12",
-                Role=role,
-                Handler="handler.lambda_handler",
-                Code={"ZipFile": code.getvalue()},
-            )["FunctionArn"]
-        arns |= {"GpuJobQueueArn": "unused", "GpuJobDefinitionArn": "unused"}
-        machine = sfn.create_state_machine(
-            name="evolution-run", roleArn=role, definition=substitute(definition, arns)
-        )
-        execution = sfn.start_execution(
-            stateMachineArn=machine["stateMachineArn"], name="differential", input=json.dumps(event)
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            described = sfn.describe_execution(executionArn=execution["executionArn"])
-            if described["status"] != "RUNNING":
-                break
-            time.sleep(0.1)
+def run_in_moto(event: dict) -> tuple[dict, dict[str, list[str]]]:
+    """evolution-run and its evolution-segment children in moto, the real handlers in process."""
+    with moto_step_functions(handler_for) as moto:
+        described = moto.run("evolution-run", "differential", event, timeout=120)
         assert described["status"] == "SUCCEEDED", described
-        return json.loads(described["output"])
+        histories = {"differential": moto.history(described["executionArn"])}
+        for execution in moto.executions("evolution-segment"):
+            assert execution["status"] == "SUCCEEDED", execution
+            histories[execution["name"]] = moto.history(execution["executionArn"])
+    return json.loads(described["output"]), {
+        name: [e["type"] for e in events] for name, events in histories.items()
+    }
+
+
+def event_counts(histories: dict[str, list[str]]) -> list[Counter[str]]:
+    """Each execution's events; segments in order (their names hash the engine's ARNs)."""
+    key = {name: int(name.rsplit("-", 1)[1]) if "-" in name else -1 for name in histories}
+    return [Counter(histories[name]) for name in sorted(histories, key=key.__getitem__)]
 
 
 @pytest.mark.slow
 def test_evolution_run_agrees_with_moto(home, only_cartpole, tmp_path, monkeypatch):
-    event = {"execution_id": "diff", "agent_id": "cartpole-linear"}
+    # Segments of 2 generations: the run continues across several child executions.
+    event = {"execution_id": "diff", "agent_id": "cartpole-linear", "segment_generations": 2}
     handler_for("discovery")({"action": "discover", "execution_id": "diff"})
-    ours_out = local_executor().start(state_machine_arn("evolution-run"), event, "differential")
+    executor = local_executor()
+    ours_out = executor.start(state_machine_arn("evolution-run"), event, "differential")
     ours = outcome(runtime.deps().store, "cartpole-linear")
+    our_histories = {h.name: h.events for h in executor.executions.values()}
 
     monkeypatch.setenv("CHIMERA_HOME", str(tmp_path / "moto-home"))
     runtime.deps.cache_clear()
     handler_for("discovery")({"action": "discover", "execution_id": "diff"})
-    moto_out = run_in_moto(asl_path("evolution-run").read_text(), event)
+    moto_out, moto_histories = run_in_moto(event)
     theirs = outcome(runtime.deps().store, "cartpole-linear")
 
     assert moto_out == ours_out
     assert theirs == ours
+    assert event_counts(moto_histories) == event_counts(our_histories)
+    assert len(our_histories) == 1 + -(-ours["generation"] // event["segment_generations"])
     assert ours["status"] == "succeeded" and ours["generation"] >= 3
