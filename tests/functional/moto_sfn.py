@@ -101,7 +101,12 @@ def moto_step_functions(dispatch: Dispatch) -> Iterator[MotoStepFunctions]:
 
     def invoke(self, function_name, qualifier, body, headers, response_headers):
         handler = dispatch(PACKAGES[function_name.split(":")[-1]])
-        return json.dumps(handler(json.loads(body))).encode()
+        try:
+            return json.dumps(handler(json.loads(body))).encode()
+        except Exception as exc:  # noqa: BLE001 - an unhandled error, as Lambda reports it
+            response_headers["x-amz-function-error"] = "Unhandled"
+            error = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
+            return json.dumps(error).encode()
 
     config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
     with ExitStack() as stack:

@@ -48,6 +48,7 @@ class StandIns:
         self.generation = 0
         self.failures: list[dict[str, Any]] = []
         self.bloat: dict[str, int] = {}  # action -> bytes of padding in its result
+        self.broken_shard: tuple[int, int] | None = None  # (generation, shard) that raises
 
     def dispatch(self, package: str):
         return self.handle
@@ -85,6 +86,8 @@ class StandIns:
                 ]
                 return {"run_id": run_id, "generation": g, "shards": shards}
             case "evaluate":
+                if (event["generation"], event["shard"]) == self.broken_shard:
+                    raise RuntimeError("disk on fire")
                 return {"shard": event["shard"], "evaluated": self.shard_size, "failed": None}
             case "tell":
                 self.generation += 1
@@ -151,7 +154,7 @@ def test_2000_generations_over_16_shards_stay_inside_every_quota():
 
 
 def test_moto_records_the_same_events_as_the_local_executor():
-    generations, shards, size = 12, 16, 5  # segments of 5, 5 and 2 generations
+    generations, shards, size = 7, 16, 3  # segments of 3, 3 and 1 generations
     executor, ours = local_run(StandIns(generations, shards), segment_generations=size)
     local = {
         ("run" if h.machine == "evolution-run" else segment_index(h.name)): h.events
@@ -179,8 +182,46 @@ def test_moto_records_the_same_events_as_the_local_executor():
         assert Counter(moto_events[key]) == Counter(local[key]), key
     for events in (local, moto_events):
         assert [len(events[k]) for k in (0, 1, 2)] == [
-            n * per_generation(shards) + 4 for n in (5, 5, 2)
+            n * per_generation(shards) + 4 for n in (3, 3, 1)
         ]
+
+
+def test_moto_records_the_same_events_when_a_segment_fails():
+    # One shard: moto runs a Map's iterations concurrently and, when one fails, records what
+    # the others did before they were aborted; the local executor runs them in order and
+    # stops at the failure. Successful generations record the same events either way.
+    def broken() -> StandIns:
+        stand_ins = StandIns(12, 1)
+        stand_ins.broken_shard = (7, 0)  # in the second segment
+        return stand_ins
+
+    local_stand_ins = broken()
+    executor, failed = local_run(local_stand_ins, segment_generations=5)
+    assert isinstance(failed, ExecutionFailedError) and failed.error == "EvolutionRunFailed"
+    local = {
+        ("run" if h.machine == "evolution-run" else segment_index(h.name)): h.events
+        for h in executor.executions.values()
+    }
+    moto_stand_ins = broken()
+    with moto_step_functions(moto_stand_ins.dispatch) as moto:
+        input_ = {"execution_id": "cycle-1", "agent_id": "a", "segment_generations": 5}
+        described = moto.run("evolution-run", "run", input_)
+        assert (described["status"], described["error"]) == ("FAILED", "EvolutionRunFailed")
+        recorded = {"run": moto.history(described["executionArn"])}
+        for execution in moto.executions("evolution-segment"):
+            recorded[segment_index(execution["name"])] = moto.history(execution["executionArn"])
+    moto_events = {key: [e["type"] for e in events] for key, events in recorded.items()}
+
+    assert sorted(moto_events, key=str) == sorted(local, key=str) == [0, 1, "run"]
+    assert moto_events["run"] == local["run"]
+    for key in (0, 1):
+        assert Counter(moto_events[key]) == Counter(local[key]), key
+    assert local[1][-3:] == ["TaskStateExited", "FailStateEntered", "ExecutionFailed"]
+    # The segment records the error itself; evolution-run records the child's failure.
+    for stand_ins in (local_stand_ins, moto_stand_ins):
+        first, second = stand_ins.failures
+        assert "disk on fire" in first["error"]["Cause"]
+        assert second["error"]["Error"] == "States.TaskFailed"
 
 
 def test_a_segment_past_the_history_quota_fails_and_the_run_is_recorded_failed():
