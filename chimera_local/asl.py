@@ -570,6 +570,14 @@ _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+_TYPE_TESTS: dict[str, Callable[[Any], bool]] = {
+    "IsNull": lambda v: v is None,
+    "IsNumeric": lambda v: _num(v),
+    "IsString": lambda v: isinstance(v, str),
+    "IsBoolean": lambda v: isinstance(v, bool),
+}
+
+
 def _rule(rule: dict[str, Any], data: Any, ctx: dict[str, Any]) -> bool:
     if "And" in rule:
         return all(_rule(r, data, ctx) for r in rule["And"])
@@ -585,8 +593,9 @@ def _rule(rule: dict[str, Any], data: Any, ctx: dict[str, Any]) -> bool:
         return (value is not _MISSING) == rule["IsPresent"]
     if value is _MISSING:
         raise _TerminalError("States.Runtime", f"Choice variable {rule['Variable']} not found")
-    if "IsNull" in rule:
-        return (value is None) == rule["IsNull"]
+    for op, is_type in _TYPE_TESTS.items():
+        if op in rule:
+            return is_type(value) == rule[op]
     for op, test in _COMPARISONS.items():
         if op in rule:
             return test(value, rule[op])

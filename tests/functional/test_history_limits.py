@@ -225,9 +225,10 @@ def test_moto_records_the_same_events_when_a_segment_fails():
 
 
 def test_a_segment_past_the_history_quota_fails_and_the_run_is_recorded_failed():
-    # 200 generations x 135 events would be 27,000 in one segment execution.
-    stand_ins = StandIns(400, 16)
-    executor, failed = local_run(stand_ins, segment_generations=200)
+    # The largest segment evolution-run accepts, 150 generations, over 24 shards: 150 x 191
+    # events would be 28,650 in one segment execution.
+    stand_ins = StandIns(300, 24)
+    executor, failed = local_run(stand_ins, segment_generations=150)
     assert isinstance(failed, ExecutionFailedError) and failed.error == "EvolutionRunFailed"
     (segment,) = (h for h in executor.executions.values() if h.machine == "evolution-segment")
     assert segment.status == "FAILED"
@@ -294,3 +295,14 @@ def test_the_25000th_event_must_be_execution_succeeded(iterations, succeeds):
     history = executor.history("count")
     assert len(history.events) == HISTORY_EVENT_LIMIT
     assert history.events[-1] == ("ExecutionSucceeded" if succeeds else "ExecutionFailed")
+
+
+@pytest.mark.parametrize("bad", [0, -3, 151, "50", None])
+def test_a_bad_segment_size_fails_before_any_run_and_names_the_field(bad):
+    stand_ins = StandIns(3, 2)
+    executor, failed = local_run(stand_ins, segment_generations=bad)
+    assert isinstance(failed, ExecutionFailedError) and failed.error == "EvolutionRunFailed"
+    (fail,) = stand_ins.failures
+    assert fail["error"]["Error"] == "ValidationFailedError"
+    assert fail["error"]["Cause"].startswith("segment_generations:")
+    assert stand_ins.generation == 0 and len(executor.executions) == 1
