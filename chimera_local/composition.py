@@ -11,15 +11,18 @@ from chimera.services.deps import Deps
 from chimera.settings import LocalSettings
 
 from chimera_local.artifacts import LocalArtifacts
-from chimera_local.bus import LocalBus
+from chimera_local.blobs import FileBlobs
+from chimera_local.bus import LocalBus, relay
 from chimera_local.cycles import LocalCycles
 from chimera_local.sqlite_store import SqliteStore
 
 
 def local_deps(settings: LocalSettings) -> Deps:
     bus = LocalBus(settings.home / "events.jsonl")
+    store = SqliteStore(settings.home / "state.db", FileBlobs(settings.home / "blobs"))
+    store.on_outbox = lambda: relay(store, bus)
     deps = Deps(
-        store=SqliteStore(settings.home / "state.db"),
+        store=store,
         artifacts=LocalArtifacts(settings.agents_dir),
         bus=bus,
         sandbox=Sandbox(cache_dir=settings.home / "modules"),

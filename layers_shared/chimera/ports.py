@@ -5,8 +5,9 @@ Adapters under chimera.adapters implement them; nothing else touches boto3, sqli
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,17 +23,23 @@ from chimera.domain.models import (
     Genome,
     KpiRecord,
     ResourceLimits,
+    RunStatus,
 )
 from chimera.domain.sandbox import ModuleInfo
 
 
 class AgentStore(Protocol):
-    def put_agent(self, agent: Agent) -> None: ...
+    def put_agent(self, agent: Agent, events: Sequence[Event] = ()) -> None:
+        """Store the agent and, in the same transaction, the events announcing it."""
+        ...
+
     def get_agent(self, agent_id: str) -> Agent: ...
     def list_agents(self) -> list[Agent]: ...
 
 
 class GenomeStore(Protocol):
+    """Genome versions and the aliases that route traffic across them."""
+
     def add_genome(self, genome: Genome) -> None:
         """Store a new version; ConflictError if that version already exists."""
         ...
@@ -42,8 +49,14 @@ class GenomeStore(Protocol):
     def latest_genome_version(self, agent_id: str) -> int: ...
     def get_alias(self, agent_id: str, name: str = "live") -> Alias | None: ...
 
-    def promote(self, genome: Genome, alias: Alias, expected_revision: int | None) -> None:
-        """Add `genome` and set `alias` in one conditional transaction.
+    def promote(
+        self,
+        genome: Genome,
+        alias: Alias,
+        expected_revision: int | None,
+        events: Sequence[Event] = (),
+    ) -> None:
+        """Add `genome` (unless stored), set `alias` and write `events`, in one transaction.
 
         `expected_revision` is the alias revision the caller read (None: no alias yet).
         ConflictError if the alias moved meanwhile or the version exists: nothing is written.
@@ -56,45 +69,109 @@ class KpiStore(Protocol):
         """Insert records not yet stored (by agent and job id); return how many were new."""
         ...
 
-    def list_kpis(self, agent_id: str, limit: int = 1000) -> list[KpiRecord]: ...
+    def get_kpi(self, agent_id: str, job_id: str) -> KpiRecord: ...
+
+    def list_kpis(
+        self,
+        agent_id: str,
+        genome_version: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[KpiRecord]:
+        """The newest `limit` records in [since, until), oldest first (by version: indexed)."""
+        ...
 
 
-class EvolutionStore(Protocol):
+class RunStore(Protocol):
+    """Evolution runs. Every save is conditional on the revision read and returns the next."""
+
     def create_run(self, run: EvolutionRun) -> None: ...
     def get_run(self, run_id: str) -> EvolutionRun: ...
-    def list_runs(self, agent_id: str | None = None) -> list[EvolutionRun]: ...
-    def save_run(self, run: EvolutionRun) -> None: ...
+    def list_runs(
+        self, agent_id: str | None = None, status: RunStatus | None = None
+    ) -> list[EvolutionRun]: ...
+    def save_run(self, run: EvolutionRun, events: Sequence[Event] = ()) -> EvolutionRun:
+        """ConflictError if the run changed since `run` was read; nothing is written then."""
+        ...
 
-    def save_asked(self, run: EvolutionRun, generation: Generation) -> None:
+
+class GenerationStore(Protocol):
+    """Generations of a run: asked candidates, shard fitnesses, told results, history."""
+
+    def save_asked(self, run: EvolutionRun, generation: Generation) -> EvolutionRun:
         """Store the asked candidates and the run's new state in one transaction."""
         ...
 
     def put_shard_fitness(
-        self, run_id: str, generation: int, shard: int, fitness: dict[int, float]
-    ) -> None: ...
-    def get_shard_fitness(self, run_id: str, generation: int) -> dict[int, float]: ...
+        self, run_id: str, generation: int, shard: int, fitness: Mapping[int, dict[str, Any]]
+    ) -> None:
+        """Fitness of a shard's candidates by index, each as chimera Fitness JSON."""
+        ...
+
+    def get_shard_fitness(self, run_id: str, generation: int) -> dict[int, dict[str, Any]]: ...
     def get_generation(self, run_id: str, number: int) -> Generation: ...
 
-    def save_told(self, run: EvolutionRun, generation: Generation, point: FitnessPoint) -> None:
+    def save_told(
+        self, run: EvolutionRun, generation: Generation, point: FitnessPoint
+    ) -> EvolutionRun:
         """Store the evaluated generation, its fitness point and the run state atomically."""
         ...
 
     def fitness_history(self, run_id: str) -> list[FitnessPoint]: ...
 
 
-class LedgerStore(Protocol):
+class DecisionStore(Protocol):
     def add_decision(self, decision: Decision) -> None: ...
     def list_decisions(self, execution_id: str) -> list[Decision]: ...
+
+
+class CostStore(Protocol):
     def add_cost(self, entry: CostEntry) -> None: ...
-    def list_costs(self, run_id: str | None = None) -> list[CostEntry]: ...
+
+    def charge(self, entry: CostEntry, budget: str, ceiling: float) -> bool:
+        """Record the cost and add it to the budget counter atomically (idempotent by id).
+
+        BudgetExceededError if the counter would pass `ceiling`.
+        """
+        ...
+
+    def list_costs(
+        self, run_id: str | None = None, period: str | None = None
+    ) -> list[CostEntry]: ...
 
 
-class Store(AgentStore, GenomeStore, KpiStore, EvolutionStore, LedgerStore, Protocol):
-    """Everything Chimera persists: SQLite locally, DynamoDB in the cloud."""
+class CounterStore(Protocol):
+    def add_to_counter(self, name: str, delta: float, ceiling: float | None = None) -> float:
+        """Conditional numeric update: ConflictError if the result would pass `ceiling`."""
+        ...
+
+    def counter(self, name: str) -> float: ...
+
+
+class Store(
+    AgentStore,
+    GenomeStore,
+    KpiStore,
+    RunStore,
+    GenerationStore,
+    DecisionStore,
+    CostStore,
+    CounterStore,
+    Protocol,
+):
+    """Everything Chimera persists: SQLite locally, DynamoDB in the cloud (one table)."""
 
     def ping(self) -> None:
         """Raise if the store cannot answer a read."""
         ...
+
+
+class BlobStore(Protocol):
+    """Large immutable documents by key (S3 in the cloud, files locally)."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes: ...
 
 
 class ArtifactStore(Protocol):

@@ -38,6 +38,7 @@ def _aws_deps(settings: AwsSettings) -> Deps:
     from chimera.adapters.aws.dynamodb_store import DynamoDbStore
     from chimera.adapters.aws.eventbridge_bus import EventBridgeBus
     from chimera.adapters.aws.s3_artifacts import S3Artifacts
+    from chimera.adapters.aws.s3_blobs import S3Blobs
     from chimera.adapters.aws.stepfunctions import StepFunctionsWorkflows
     from chimera.adapters.sandbox import Sandbox
 
@@ -47,7 +48,11 @@ def _aws_deps(settings: AwsSettings) -> Deps:
             settings.cycle_state_machine_arn, boto3.client("stepfunctions")
         )
     return Deps(
-        store=DynamoDbStore(settings.table_name, boto3.client("dynamodb")),
+        store=DynamoDbStore(
+            settings.table_name,
+            boto3.client("dynamodb"),
+            S3Blobs(settings.artifact_bucket, settings.artifact_prefix, boto3.client("s3")),
+        ),
         artifacts=S3Artifacts(settings.bundle_bucket, settings.bundle_prefix, boto3.client("s3")),
         bus=EventBridgeBus(settings.bus_name, boto3.client("events")),
         sandbox=Sandbox(cache_dir=None),

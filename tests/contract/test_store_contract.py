@@ -139,12 +139,15 @@ def test_evolution_state_round_trip(store):
     with pytest.raises(ConflictError):
         store.create_run(r)
     gen = Generation(run_id="r1", number=0, individuals=(Individual(index=0, genes=(0.1, 0.1)),))
-    asked = r.model_copy(update={"asked_generation": 0})
-    store.save_asked(asked, gen)
+    store.save_asked(store.get_run("r1").model_copy(update={"asked_generation": 0}), gen)
     assert store.get_run("r1").asked_generation == 0
-    store.put_shard_fitness("r1", 0, 0, {0: 3.5})
-    store.put_shard_fitness("r1", 0, 1, {1: 4.5})
-    assert store.get_shard_fitness("r1", 0) == {0: 3.5, 1: 4.5}
+    store.put_shard_fitness("r1", 0, 0, {0: {"objectives": [3.5], "constraints": []}})
+    store.put_shard_fitness("r1", 0, 1, {1: {"objectives": [4.5], "constraints": [-1.0]}})
+    assert store.get_shard_fitness("r1", 0) == {
+        0: {"objectives": [3.5], "constraints": []},
+        1: {"objectives": [4.5], "constraints": [-1.0]},
+    }
+    asked = store.get_run("r1")
     told = asked.model_copy(update={"generation": 1, "asked_generation": None})
     point = FitnessPoint(run_id="r1", generation=0, best=4.5, mean=4.0, std=0.5, evaluations=2)
     store.save_told(told, gen.model_copy(update={"evaluated": True}), point)
@@ -163,7 +166,7 @@ def test_failed_transaction_writes_nothing(store):
         store._write(
             [
                 Put("GEN#r2", "000000", gen.model_dump_json()),
-                Put("RUNS", "r2", before.model_dump_json(), condition=ABSENT),
+                Put("RUN#r2", "RUN", before.model_dump_json(), condition=ABSENT),
             ]
         )
     with pytest.raises(NotFoundError):

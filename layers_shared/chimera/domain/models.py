@@ -176,15 +176,25 @@ class EvolutionRun(BaseModel):
     best_fitness: float | None = None
     best_genes: tuple[float, ...] | None = None
     champion_version: int | None = None
+    termination: dict[str, Any] | None = Field(
+        default=None, description="when to stop: a chimera.domain.termination criterion as JSON"
+    )
+    stop_reason: str | None = Field(default=None, description="why layer 6 stopped the search")
     decision: str | None = None
+    revision: int = Field(
+        default=0, ge=0, description="bumped by every write; writes are conditional on it"
+    )
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
 
 
 class Individual(Frozen):
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, description="position in its generation")
+    trial_id: int = Field(default=-1, description="the optimizer's trial id (-1: none)")
     genes: tuple[float, ...]
-    fitness: float | None = None
+    fitness: float | None = Field(default=None, description="the first objective, for display")
+    objectives: tuple[float, ...] = ()
+    constraints: tuple[float, ...] = ()
     parents: tuple[int, ...] = ()
 
 

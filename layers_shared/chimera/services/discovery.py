@@ -14,7 +14,8 @@ from chimera.services.deps import Deps
 
 
 def discover(req: DiscoverRequest, deps: Deps) -> DiscoverResult:
-    found, rejected, events = [], [], []
+    found: list[str] = []
+    rejected: list[dict[str, str]] = []
     for key, manifest_bytes, wasm in deps.artifacts.list_bundles():
         try:
             manifest = AgentManifest.model_validate_json(manifest_bytes)
@@ -29,17 +30,16 @@ def discover(req: DiscoverRequest, deps: Deps) -> DiscoverResult:
         except NotFoundError:
             known = None
         changed = known is None or known.module_digest != digest or known.manifest != manifest
-        if changed:
+        if changed:  # the agent and its announcement in one transaction (the outbox)
             deps.store.put_agent(
                 Agent(
                     manifest=manifest, module_key=f"{key}/{manifest.module}", module_digest=digest
-                )
+                ),
+                events=[
+                    AgentDiscovered(agent_id=manifest.agent_id, module_digest=digest, changed=True)
+                ],
             )
         found.append(manifest.agent_id)
-        events.append(
-            AgentDiscovered(agent_id=manifest.agent_id, module_digest=digest, changed=changed)
-        )
-    deps.bus.publish(events)
     summary = f"found {len(found)} agent(s)" + (f", rejected {len(rejected)}" if rejected else "")
     deps.store.add_decision(
         Decision(

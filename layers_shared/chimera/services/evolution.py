@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import zlib
-
-import numpy as np
+from typing import Literal
 
 from chimera.domain.errors import ConflictError, NotFoundError, ValidationFailedError
 from chimera.domain.events import EvolutionRunCompleted, GenomePromoted
@@ -24,9 +23,11 @@ from chimera.domain.models import (
     Genome,
     Individual,
     RunStatus,
+    Strategy,
     utcnow,
 )
-from chimera.domain.optimizers import OPTIMIZERS, Optimizer
+from chimera.domain.optimizers import FAILED, OPTIMIZERS, Fitness, Optimizer
+from chimera.domain.termination import AnyOf, Progress, StepSizeFloor, standard
 from chimera.services.contracts import (
     AskRequest,
     AskResult,
@@ -65,17 +66,16 @@ def _ensure_live(deps: Deps, agent_id: str) -> int:
     return alias.primary_version
 
 
-def _phase(run: EvolutionRun) -> str:
-    stopped = run.decision is not None and run.decision.startswith("stopped")
+def _phase(run: EvolutionRun) -> Literal["evolve", "finalize"]:
+    stopped = run.stop_reason is not None
     done = run.generation >= run.max_generations or stopped or run.champion_version is not None
     return "finalize" if done else "evolve"
 
 
 def start(req: StartRequest, deps: Deps) -> StartResult:
-    for run in deps.store.list_runs(req.agent_id):
+    for run in deps.store.list_runs(req.agent_id, status=RunStatus.RUNNING):
         if run.status == RunStatus.RUNNING:
-            run = run.model_copy(update={"execution_id": req.execution_id})
-            deps.store.save_run(run)
+            run = deps.store.save_run(run.model_copy(update={"execution_id": req.execution_id}))
             _decide(
                 deps,
                 req.execution_id,
@@ -93,11 +93,12 @@ def start(req: StartRequest, deps: Deps) -> StartResult:
     seed = req.seed if req.seed is not None else zlib.crc32(run_id.encode())
     choice = req.choice
     optimizer = OPTIMIZERS[choice.strategy.value].create(
-        [(g.low, g.high) for g in manifest.genome],
-        choice.population_size,
-        seed,
-        x0=x0,
+        manifest.genome, choice.population_size, seed, x0=x0
     )
+    stop = standard(choice.max_generations, choice.target_fitness)
+    if choice.strategy == Strategy.CMA_ES:  # the search has converged: nothing left to learn
+        width = min(g.high - g.low for g in manifest.genome)
+        stop = AnyOf(of=(*stop.of, StepSizeFloor(floor=1e-6 * width)))
     run = EvolutionRun(
         run_id=f"{req.execution_id}.{req.agent_id}"[:128],
         agent_id=req.agent_id,
@@ -109,6 +110,7 @@ def start(req: StartRequest, deps: Deps) -> StartResult:
         max_generations=choice.max_generations,
         target_fitness=choice.target_fitness,
         optimizer_state=optimizer.state,
+        termination=stop.to_json(),
         incumbent_version=incumbent,
     )
     deps.store.create_run(run)
@@ -147,12 +149,13 @@ def ask(req: AskRequest, deps: Deps) -> AskResult:
             run_id=run.run_id, generation=number, shards=_shards(run, number, size, deps.shard_size)
         )
     optimizer = Optimizer.restore(run.optimizer_state)
-    candidates = optimizer.ask()
+    trials = optimizer.ask_trials()
     generation = Generation(
         run_id=run.run_id,
         number=number,
         individuals=tuple(
-            Individual(index=i, genes=c.genes, parents=c.parents) for i, c in enumerate(candidates)
+            Individual(index=i, trial_id=t.id, genes=t.genes, parents=t.parents)
+            for i, t in enumerate(trials)
         ),
     )
     run = run.model_copy(update={"asked_generation": number, "optimizer_state": optimizer.state})
@@ -160,7 +163,7 @@ def ask(req: AskRequest, deps: Deps) -> AskResult:
     return AskResult(
         run_id=run.run_id,
         generation=number,
-        shards=_shards(run, number, len(candidates), deps.shard_size),
+        shards=_shards(run, number, len(trials), deps.shard_size),
     )
 
 
@@ -176,27 +179,24 @@ def tell(req: TellRequest, deps: Deps) -> TellResult:
         raise ValidationFailedError(
             "shards", f"generation {number}: {len(missing)} candidate(s) not evaluated"
         )
-    values = [fitness[i.index] for i in generation.individuals]
+    results = {i.index: Fitness.from_json(fitness[i.index]) for i in generation.individuals}
     optimizer = Optimizer.restore(run.optimizer_state)
-    optimizer.tell(values)
+    optimizer.tell_trials({i.trial_id: results[i.index] for i in generation.individuals})
     genes, best = optimizer.best
     told = generation.model_copy(
         update={
             "evaluated": True,
-            "individuals": tuple(
-                i.model_copy(update={"fitness": f})
-                for i, f in zip(generation.individuals, values, strict=True)
-            ),
+            "individuals": tuple(_told(i, results[i.index]) for i in generation.individuals),
         }
     )
-    finite = np.array([v for v in values if math.isfinite(v) and v > -1e299]) if values else None
+    progress = Progress.of(list(results.values()))
     point = FitnessPoint(
         run_id=run.run_id,
         generation=number,
-        best=float(finite.max()) if finite is not None and finite.size else -1e300,
-        mean=float(finite.mean()) if finite is not None and finite.size else -1e300,
-        std=float(finite.std()) if finite is not None and finite.size else 0.0,
-        evaluations=len(values),
+        best=progress.best,
+        mean=progress.mean,
+        std=progress.std,
+        evaluations=progress.evaluations,
     )
     run = run.model_copy(
         update={
@@ -209,6 +209,21 @@ def tell(req: TellRequest, deps: Deps) -> TellResult:
     )
     deps.store.save_told(run, told, point)
     return TellResult(run_id=run.run_id, generation=number, best_fitness=best)
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else FAILED
+
+
+def _told(individual: Individual, fitness: Fitness) -> Individual:
+    objectives = tuple(_finite(v) for v in fitness.objectives)
+    return individual.model_copy(
+        update={
+            "fitness": None if fitness.failed else objectives[0],
+            "objectives": objectives,
+            "constraints": tuple(_finite(v) for v in fitness.constraints),
+        }
+    )
 
 
 def propose(req: ProposeRequest, deps: Deps) -> ProposeResult:
@@ -235,8 +250,7 @@ def propose(req: ProposeRequest, deps: Deps) -> ProposeResult:
                 break
             except ConflictError:
                 continue  # a concurrent writer took that version number
-        run = run.model_copy(update={"champion_version": version})
-        deps.store.save_run(run)
+        run = deps.store.save_run(run.model_copy(update={"champion_version": version}))
         _decide(
             deps,
             req.execution_id,
@@ -253,20 +267,16 @@ def propose(req: ProposeRequest, deps: Deps) -> ProposeResult:
 
 
 def _close(deps: Deps, run: EvolutionRun, status: RunStatus, decision: str) -> EvolutionRun:
+    """Finish the run and announce it, in one transaction (the outbox)."""
     run = run.model_copy(update={"status": status, "decision": decision, "finished_at": utcnow()})
-    deps.store.save_run(run)
-    deps.bus.publish(
-        [
-            EvolutionRunCompleted(
-                run_id=run.run_id,
-                agent_id=run.agent_id,
-                generations=run.generation,
-                best_fitness=run.best_fitness,
-                decision=decision,
-            )
-        ]
+    completed = EvolutionRunCompleted(
+        run_id=run.run_id,
+        agent_id=run.agent_id,
+        generations=run.generation,
+        best_fitness=run.best_fitness,
+        decision=decision,
     )
-    return run
+    return deps.store.save_run(run, events=[completed])
 
 
 def promote(req: PromoteRequest, deps: Deps) -> RunOutcome:
@@ -287,19 +297,15 @@ def promote(req: PromoteRequest, deps: Deps) -> RunOutcome:
         new_alias = Alias(
             agent_id=run.agent_id, weights={genome.version: 1.0}, revision=(revision or 0) + 1
         )
-        try:
-            deps.store.promote(genome, new_alias, revision)
+        promoted = GenomePromoted(
+            agent_id=run.agent_id,
+            version=genome.version,
+            previous_version=run.incumbent_version,
+            run_id=run.run_id,
+        )
+        try:  # the alias and its announcement in one transaction: never one without the other
+            deps.store.promote(genome, new_alias, revision, events=[promoted])
             decision = f"promoted v{genome.version} (was v{run.incumbent_version})"
-            deps.bus.publish(
-                [
-                    GenomePromoted(
-                        agent_id=run.agent_id,
-                        version=genome.version,
-                        previous_version=run.incumbent_version,
-                        run_id=run.run_id,
-                    )
-                ]
-            )
         except ConflictError:
             decision = "not promoted: another promotion won the race"
     run = _close(deps, run, RunStatus.SUCCEEDED, decision)

@@ -12,6 +12,7 @@ import numpy as np
 from chimera.domain.errors import NotFoundError, ValidationFailedError
 from chimera.domain.events import KpiRecorded
 from chimera.domain.models import Agent, Alias, KpiRecord
+from chimera.domain.optimizers import Fitness
 from chimera.domain.sandbox import GuestError
 from chimera.domain.suites import get_suite
 from chimera.ports import AgentRuntime
@@ -24,8 +25,6 @@ from chimera.services.contracts import (
     PredictResult,
 )
 from chimera.services.deps import Deps
-
-FAILED_FITNESS = -1e300
 
 
 def generation_seed(run_seed: int, generation: int) -> int:
@@ -54,14 +53,15 @@ def evaluate_shard(req: EvaluateShardRequest, deps: Deps) -> EvaluateShardResult
         result = get_suite(run.suite).evaluate(
             load_runtime(deps, agent), genomes, seed=generation_seed(run.seed, req.generation)
         )
-        fitness = [float(f) if math.isfinite(f) else FAILED_FITNESS for f in result.fitness]
+        # A non-finite score is a failed evaluation (NaN ranks last in every optimizer).
+        fitness = [Fitness((float(f) if math.isfinite(f) else math.nan,)) for f in result.fitness]
     except GuestError as exc:
-        failed, fitness = exc.reason, [FAILED_FITNESS] * len(individuals)
+        failed, fitness = exc.reason, [Fitness((math.nan,))] * len(individuals)
     deps.store.put_shard_fitness(
         req.run_id,
         req.generation,
         req.shard,
-        {i.index: f for i, f in zip(individuals, fitness, strict=True)},
+        {i.index: f.to_json() for i, f in zip(individuals, fitness, strict=True)},
     )
     return EvaluateShardResult(shard=req.shard, evaluated=len(individuals), failed=failed)
 

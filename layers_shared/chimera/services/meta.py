@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 
 from chimera.domain.models import Decision, Strategy
+from chimera.domain.optimizers import Optimizer
 from chimera.domain.suites import get_suite
+from chimera.domain.termination import standard, termination_from_json
 from chimera.services.contracts import AdaptRequest, AdaptResult, ChooseRequest, StrategyChoice
 from chimera.services.deps import Deps
-
-STAGNATION_GENERATIONS = 30
-TARGET_STREAK = 3  # generations in a row whose best reaches the target
 
 
 def choose(req: ChooseRequest, deps: Deps) -> StrategyChoice:
@@ -44,33 +43,28 @@ def choose(req: ChooseRequest, deps: Deps) -> StrategyChoice:
 
 
 def adapt(req: AdaptRequest, deps: Deps) -> AdaptResult:
-    """Termination: target reached, budget of generations spent, or stagnation."""
+    """Termination: the run's own criteria (target, budgets, stagnation, step-size floor)."""
     run = deps.store.get_run(req.run_id)
+    if run.stop_reason is not None:  # decided before (a retry): the same answer
+        return AdaptResult(proceed=False, reason=run.stop_reason)
     history = deps.store.fitness_history(req.run_id)
-    proceed, reason = True, f"generation {run.generation}: continue"
-    best_at = max(range(len(history)), key=lambda i: history[i].best) if history else 0
-    if run.generation >= run.max_generations:
-        proceed, reason = False, f"reached {run.max_generations} generations"
-    elif (
-        run.target_fitness is not None
-        and len(history) >= TARGET_STREAK
-        and all(p.best >= run.target_fitness for p in history[-TARGET_STREAK:])
-    ):
-        proceed, reason = (
-            False,
-            f"target {run.target_fitness:g} reached {TARGET_STREAK} times in a row",
+    rule = (
+        termination_from_json(run.termination)
+        if run.termination is not None
+        else standard(run.max_generations, run.target_fitness)
+    )
+    reason = rule.reason(history, Optimizer.restore(run.optimizer_state))
+    if reason is None:
+        return AdaptResult(proceed=True, reason=f"generation {run.generation}: continue")
+    run = deps.store.save_run(
+        run.model_copy(update={"stop_reason": reason, "decision": f"stopped: {reason}"})
+    )
+    deps.store.add_decision(
+        Decision(
+            execution_id=req.execution_id,
+            layer="meta-evolution",
+            summary=f"{run.agent_id}: stop after {run.generation} generations ({reason})",
+            detail={"run_id": run.run_id, "termination": run.termination},
         )
-    elif len(history) - 1 - best_at >= STAGNATION_GENERATIONS:
-        proceed, reason = False, f"no improvement in {STAGNATION_GENERATIONS} generations"
-    if not proceed:
-        run = run.model_copy(update={"decision": f"stopped: {reason}"})
-        deps.store.save_run(run)
-        deps.store.add_decision(
-            Decision(
-                execution_id=req.execution_id,
-                layer="meta-evolution",
-                summary=f"{run.agent_id}: stop after {run.generation} generations ({reason})",
-                detail={"run_id": run.run_id},
-            )
-        )
-    return AdaptResult(proceed=proceed, reason=reason)
+    )
+    return AdaptResult(proceed=False, reason=reason)

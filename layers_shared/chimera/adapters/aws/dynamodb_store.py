@@ -1,37 +1,83 @@
-"""DynamoDB adapter of the Store port (single table: pk, sk, doc, rev, ttl)."""
+"""DynamoDB adapter of the store ports (single table: pk, sk, doc, rev, expires_at, gsi1, num).
+
+Failures are mapped by their real cause (chimera.adapters.aws.errors): a failed condition is a
+conflict, throttling is retryable unavailability, an item too large is a validation error.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from chimera.adapters.kv import ABSENT, KeyValueStore, Put
-from chimera.domain.errors import ConflictError
+from chimera.adapters.aws.errors import translate
+from chimera.adapters.kv import ABSENT, INDEX, Add, KeyValueStore, Put, Write, _guard
+from chimera.domain.errors import ValidationFailedError
+from chimera.ports import BlobStore
 
 
 class DynamoDbStore(KeyValueStore):
-    def __init__(self, table_name: str, client: Any) -> None:
+    def __init__(self, table_name: str, client: Any, blobs: BlobStore) -> None:
+        super().__init__(blobs)
         self.table = table_name
         self.client = client
 
     def _get(self, pk: str, sk: str) -> str | None:
-        item = self.client.get_item(
-            TableName=self.table,
-            Key={"pk": {"S": pk}, "sk": {"S": sk}},
-            ConsistentRead=True,
-        ).get("Item")
+        item = self._get_item(pk, sk, "doc")
         return None if item is None else item["doc"]["S"]
 
-    def _query(self, pk: str) -> list[str]:
-        paginator = self.client.get_paginator("query")
+    def _get_num(self, pk: str, sk: str) -> float:
+        item = self._get_item(pk, sk, "num")
+        return float(item["num"]["N"]) if item is not None and "num" in item else 0.0
+
+    def _get_item(self, pk: str, sk: str, attribute: str) -> dict[str, Any] | None:
+        with translate(f"get {pk}/{sk}"):
+            item: dict[str, Any] | None = self.client.get_item(
+                TableName=self.table,
+                Key={"pk": {"S": pk}, "sk": {"S": sk}},
+                ConsistentRead=True,
+                ProjectionExpression="#a",
+                ExpressionAttributeNames={"#a": attribute},
+            ).get("Item")
+        return item
+
+    def _query(
+        self,
+        pk: str,
+        *,
+        index: bool = False,
+        prefix: str | None = None,
+        between: tuple[str, str] | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[str]:
+        key, sort = ("gsi1pk", "gsi1sk") if index else ("pk", "sk")
+        condition = "#k = :k"
+        values: dict[str, Any] = {":k": {"S": pk}}
+        if prefix is not None:
+            condition += " AND begins_with(#s, :p)"
+            values[":p"] = {"S": prefix}
+        if between is not None:
+            condition += " AND #s BETWEEN :lo AND :hi"
+            values[":lo"], values[":hi"] = {"S": between[0]}, {"S": between[1]}
+        names = {"#k": key, **({"#s": sort} if prefix is not None or between is not None else {})}
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": not newest_first,
+        }
+        if index:
+            params["IndexName"] = INDEX  # GSIs read eventually consistent
+        else:
+            params["ConsistentRead"] = True
         docs: list[str] = []
-        for page in paginator.paginate(
-            TableName=self.table,
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": pk}},
-            ConsistentRead=True,
-        ):
-            docs.extend(item["doc"]["S"] for item in page["Items"])
+        with translate(f"query {pk}"):
+            paginator = self.client.get_paginator("query")
+            for page in paginator.paginate(**params):
+                docs.extend(item["doc"]["S"] for item in page["Items"])
+                if limit is not None and len(docs) >= limit:
+                    return docs[:limit]
         return docs
 
     @staticmethod
@@ -41,6 +87,10 @@ class DynamoDbStore(KeyValueStore):
             item["rev"] = {"N": str(put.rev)}
         if put.ttl is not None:
             item["expires_at"] = {"N": str(put.ttl)}
+        if put.gsi1 is not None:
+            item["gsi1pk"], item["gsi1sk"] = {"S": put.gsi1[0]}, {"S": put.gsi1[1]}
+        for name, value in put.attrs.items():
+            item[name] = {"S": value}
         return item
 
     @staticmethod
@@ -54,31 +104,57 @@ class DynamoDbStore(KeyValueStore):
             "ExpressionAttributeValues": {":rev": {"N": str(put.condition)}},
         }
 
-    def _write(self, puts: Sequence[Put]) -> None:
-        if len(puts) == 1:
-            try:
-                self.client.put_item(
-                    TableName=self.table, Item=self._item(puts[0]), **self._condition(puts[0])
-                )
-            except self.client.exceptions.ConditionalCheckFailedException as exc:
-                raise ConflictError(f"{puts[0].pk}/{puts[0].sk}: condition failed") from exc
-            return
-        items = [
-            {"Put": {"TableName": self.table, "Item": self._item(p), **self._condition(p)}}
-            for p in puts
-        ]
-        try:
+    def _update(self, add: Add) -> dict[str, Any]:
+        update: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"pk": {"S": add.pk}, "sk": {"S": add.sk}},
+            "UpdateExpression": "ADD num :d SET doc = if_not_exists(doc, :empty)",
+            "ExpressionAttributeValues": {":d": {"N": repr(add.delta)}, ":empty": {"S": "{}"}},
+        }
+        if add.ceiling is not None:
+            update["ConditionExpression"] = "attribute_not_exists(num) OR num <= :room"
+            update["ExpressionAttributeValues"][":room"] = {"N": repr(add.ceiling - add.delta)}
+            if add.delta > add.ceiling:  # cannot fit even in an empty counter: always refuse
+                update["ConditionExpression"] = "attribute_not_exists(pk) AND attribute_exists(pk)"
+                del update["ExpressionAttributeValues"][":room"]
+        return update
+
+    def _write(self, writes: Sequence[Write]) -> None:
+        if len(writes) > 100:
+            raise ValidationFailedError("transaction", f"{len(writes)} items, over 100")
+        _guard(writes)
+        what = ", ".join(f"{w.pk}/{w.sk}" for w in writes[:3]) + ("..." if len(writes) > 3 else "")
+        with translate(what):
+            if len(writes) == 1:
+                w = writes[0]
+                if isinstance(w, Add):
+                    self.client.update_item(**self._update(w))
+                else:
+                    self.client.put_item(
+                        TableName=self.table, Item=self._item(w), **self._condition(w)
+                    )
+                return
+            items = [
+                {"Update": self._update(w)}
+                if isinstance(w, Add)
+                else {"Put": {"TableName": self.table, "Item": self._item(w), **self._condition(w)}}
+                for w in writes
+            ]
             self.client.transact_write_items(TransactItems=items)
-        except self.client.exceptions.TransactionCanceledException as exc:
-            raise ConflictError(f"transaction cancelled: {exc}") from exc
 
     def _put_if_absent(self, put: Put) -> bool:
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item=self._item(put),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except self.client.exceptions.ConditionalCheckFailedException:
-            return False
+        _guard([put])
+        with translate(f"put {put.pk}/{put.sk}"):
+            try:
+                self.client.put_item(
+                    TableName=self.table,
+                    Item=self._item(put),
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+            except self.client.exceptions.ConditionalCheckFailedException:
+                return False
         return True
+
+    def _delete(self, pk: str, sk: str) -> None:
+        with translate(f"delete {pk}/{sk}"):
+            self.client.delete_item(TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}})
