@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import schemathesis
 from chimera import runtime
-from chimera_local.serve import make_server
-from chimera_local.workflows import handler_for
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+
+from chimera_local.serve import make_server
+from chimera_local.workflows import handler_for
 
 SCHEMA = schemathesis.openapi.from_path(
     str(Path(__file__).resolve().parents[2] / "docs" / "openapi.json")
