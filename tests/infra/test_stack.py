@@ -8,28 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from aws_cdk.assertions import Match, Template
-from chimera.catalog import LAYERS
+from aws_cdk.assertions import Match
+from chimera.catalog import LAYERS, STATE_MACHINES
 
 pytestmark = pytest.mark.infra
 
 
-@pytest.fixture(scope="module")
-def synthesized(tmp_path_factory):
-    from infra_cdk.app import build_app
-
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app, stack = build_app(str(outdir))
-    app.synth()  # raises if cdk-nag has an unacknowledged finding
-    return Template.from_stack(stack), outdir / "Chimera.template.json"
-
-
-def test_one_lambda_per_layer_on_the_shared_layer(synthesized):
-    template, _ = synthesized
-    functions = template.find_resources(
+def test_one_lambda_per_layer_and_the_api_on_the_shared_layer(synthesized):
+    functions = synthesized.template.find_resources(
         "AWS::Lambda::Function", {"Properties": {"Handler": "handler.lambda_handler"}}
     )
-    assert len(functions) == len(LAYERS) == 8
+    assert len(functions) == len(LAYERS) + 1 == 9  # the eight layers and the API
     for fn in functions.values():
         props = fn["Properties"]
         assert props["Runtime"] in ("python3.12", "python3.13")
@@ -39,7 +28,7 @@ def test_one_lambda_per_layer_on_the_shared_layer(synthesized):
 
 
 def test_table_is_the_system_of_record(synthesized):
-    template, _ = synthesized
+    template = synthesized.template
     template.has_resource_properties(
         "AWS::DynamoDB::Table",
         {
@@ -57,13 +46,9 @@ def test_table_is_the_system_of_record(synthesized):
 def test_state_machines_are_the_checked_in_asl(synthesized, repo):
     import re
 
-    template, _ = synthesized
-    machines = template.find_resources("AWS::StepFunctions::StateMachine")
-    assert len(machines) == 2
-    texts = {
-        (repo / "statemachines" / f"{n}.asl.json").read_text()
-        for n in ("optimization-cycle", "evolution-run")
-    }
+    machines = synthesized.template.find_resources("AWS::StepFunctions::StateMachine")
+    assert len(machines) == len(STATE_MACHINES)
+    texts = {(repo / "statemachines" / f"{n}.asl.json").read_text() for n in STATE_MACHINES}
     for m in machines.values():
         props = m["Properties"]
         assert props["DefinitionString"] in texts  # deployed as written
@@ -74,7 +59,7 @@ def test_state_machines_are_the_checked_in_asl(synthesized, repo):
 
 
 def test_events_schedule_and_kpi_route(synthesized):
-    template, _ = synthesized
+    template = synthesized.template
     template.resource_count_is("AWS::Events::EventBus", 1)
     template.has_resource_properties("AWS::Events::Rule", {"ScheduleExpression": "rate(1 day)"})
     template.has_resource_properties(
@@ -86,21 +71,8 @@ def test_events_schedule_and_kpi_route(synthesized):
     )
 
 
-def test_api_health_and_predict(synthesized):
-    template, _ = synthesized
-    template.has_resource_properties("AWS::ApiGateway::Resource", {"PathPart": "health"})
-    template.has_resource_properties("AWS::ApiGateway::Resource", {"PathPart": "predict"})
-    template.has_resource_properties(
-        "AWS::ApiGateway::Method", {"HttpMethod": "POST", "ApiKeyRequired": True}
-    )
-    template.has_resource_properties(
-        "AWS::ApiGateway::Method", {"HttpMethod": "GET", "AuthorizationType": "AWS_IAM"}
-    )
-    template.resource_count_is("AWS::ApiGateway::UsagePlan", 1)
-
-
 def test_batch_gpu_sagemaker_and_dashboard(synthesized):
-    template, _ = synthesized
+    template = synthesized.template
     template.has_resource_properties(
         "AWS::Batch::ComputeEnvironment",
         {"ComputeResources": Match.object_like({"Type": "SPOT", "MinvCpus": 0})},
@@ -130,8 +102,7 @@ def test_batch_gpu_sagemaker_and_dashboard(synthesized):
 
 
 def test_no_wildcard_actions(synthesized):
-    template, _ = synthesized
-    for policy in template.find_resources("AWS::IAM::Policy").values():
+    for policy in synthesized.template.find_resources("AWS::IAM::Policy").values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             actions = (
                 statement["Action"]
@@ -142,7 +113,7 @@ def test_no_wildcard_actions(synthesized):
 
 
 def test_cfn_lint_passes(synthesized, repo):
-    _, path = synthesized
+    path = synthesized.path
     proc = subprocess.run(
         [
             str(Path(sys.executable).parent / "cfn-lint"),
@@ -157,13 +128,13 @@ def test_cfn_lint_passes(synthesized, repo):
 
 
 def test_lambda_bundle_fits_250_mb(repo):
-    from infra_cdk.layer_build import build_layer, unzipped_size
+    from infra_cdk.layer_build import ZIP_LIMIT, build_layer, unzipped_size
 
     layer = build_layer()
     assert (layer / "python" / "chimera" / "data" / "breast_cancer_split.npz").exists()
-    for _, package, _ in LAYERS:
+    for package in [package for _, package, _ in LAYERS] + ["api"]:
         total = unzipped_size(layer) + unzipped_size(repo / "functions" / package)
-        assert total < 250 * 2**20, f"{package}: {total / 2**20:.1f} MiB unzipped"
+        assert total < ZIP_LIMIT, f"{package}: {total / 2**20:.1f} MiB unzipped"
 
 
 def test_packaged_split_equals_scikit_learns(tmp_path):

@@ -1,0 +1,56 @@
+"""What each Lambda function may touch: one declared table, applied by the stack, checked by
+tests/infra/test_grants.py against every function's synthesized policy.
+
+Read from the services each function runs (layers_shared/chimera/services/):
+- every layer writes its decisions to the ledger (`store.add_decision`), so each has the table
+  read/write; the API writes KPIs (POST /kpis) and reads everything else;
+- agent bundles are read where modules are listed or loaded: discovery (list), validation
+  (inspect), execution and the API's predict (instantiate);
+- large state (optimizer states, big generations) lives in the artifact bucket: evolution
+  writes it; execution, meta-evolution, resources and the API read it;
+- events go through the table's outbox (infra_cdk/constructs/outbox.py) except where a
+  function publishes directly: execution's and the API's predict publish KpiRecorded;
+- the API alone starts (and, for an idempotent retry, describes) optimization cycles, and its
+  health check describes the bus;
+- refinement consumes the KPI queue (the SQS event source grants it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Access = Literal["read", "read_write"]
+
+
+@dataclass(frozen=True)
+class Grants:
+    table: Access | None = None
+    bundles: bool = False  # read agent bundles
+    artifacts: Access | None = None
+    put_events: bool = False  # events:PutEvents on the Chimera bus
+    describe_bus: bool = False  # events:DescribeEventBus on the Chimera bus
+    start_cycle: bool = False  # states:StartExecution (+ DescribeExecution) of the cycle
+    kpi_queue: bool = False  # consume the KPI queue (SQS event source)
+
+
+GRANTS: dict[str, Grants] = {
+    "Discovery": Grants(table="read_write", bundles=True),
+    "Planning": Grants(table="read_write"),
+    "Validation": Grants(table="read_write", bundles=True),
+    "Execution": Grants(table="read_write", bundles=True, artifacts="read", put_events=True),
+    "Refinement": Grants(table="read_write", kpi_queue=True),
+    "MetaEvolution": Grants(table="read_write", artifacts="read"),
+    "Evolution": Grants(table="read_write", artifacts="read_write"),
+    "Resources": Grants(table="read_write", artifacts="read"),
+    "Api": Grants(
+        table="read_write",
+        bundles=True,
+        artifacts="read",
+        put_events=True,
+        describe_bus=True,
+        start_cycle=True,
+    ),
+    # The container-image evolution function (hyperopt and scipy): evolution's grants.
+    "Optimizer": Grants(table="read_write", artifacts="read_write"),
+}
