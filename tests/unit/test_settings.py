@@ -1,0 +1,71 @@
+"""Settings: a discriminated model whose required fields fail at start-up, naming the variable."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from chimera.domain.errors import ValidationFailedError
+from chimera.settings import AwsSettings, LocalSettings, load_settings
+
+AWS = {
+    "CHIMERA_BACKEND": "aws",
+    "CHIMERA_TABLE_NAME": "t",
+    "CHIMERA_BUS_NAME": "b",
+    "CHIMERA_BUNDLE_BUCKET": "bundles",
+    "CHIMERA_ARTIFACT_BUCKET": "artifacts",
+}
+
+
+def test_local_is_the_default():
+    settings = load_settings({})
+    assert isinstance(settings, LocalSettings) and settings.home == Path(".chimera")
+
+
+def test_aws_reads_its_fields():
+    settings = load_settings({**AWS, "CHIMERA_EVALUATOR_MEMORY_MB": "2048"})
+    assert isinstance(settings, AwsSettings) and settings.evaluator_memory_mb == 2048
+
+
+@pytest.mark.parametrize("missing", sorted(k for k in AWS if k != "CHIMERA_BACKEND"))
+def test_a_missing_aws_field_is_named(missing):
+    env = {k: v for k, v in AWS.items() if k != missing}
+    with pytest.raises(ValidationFailedError) as err:
+        load_settings(env)
+    assert err.value.field == missing
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"CHIMERA_BACKEND": "gcp"}, "CHIMERA_BACKEND"),
+        ({"CHIMERA_BUDGET_USD": "-1"}, "CHIMERA_BUDGET_USD"),
+        ({**AWS, "CHIMERA_EVALUATOR_ARCHITECTURE": "sparc"}, "CHIMERA_EVALUATOR_ARCHITECTURE"),
+    ],
+)
+def test_bad_values_are_named(env, field):
+    with pytest.raises(ValidationFailedError) as err:
+        load_settings(env)
+    assert err.value.field == field
+
+
+def test_the_lambda_package_never_imports_the_local_backend():
+    """chimera_local is not shipped: only runtime's local branch may name it, lazily."""
+    root = Path(__file__).resolve().parents[2] / "layers_shared" / "chimera"
+    offenders = []
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n.split(".")[0] == "chimera_local" for n in names):
+                lazy = path.name == "runtime.py" and node.col_offset > 0
+                if not lazy:
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
