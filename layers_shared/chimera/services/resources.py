@@ -20,6 +20,7 @@ def place(req: PlaceRequest, deps: Deps) -> PlaceResult:
         deps.deadline_s,
         lambda_memory_mb=deps.settings.evaluator_memory_mb,
         lambda_architecture=deps.settings.evaluator_architecture,
+        evaluations_per_request=deps.shard_size,
     )
     best = options[0]
     placement = "lambda" if best.placement == "lambda" else "batch"
