@@ -29,8 +29,6 @@ class _Common(BaseModel):
     # The evaluation Lambda's size: layer 8 prices the Lambda placement from these.
     evaluator_memory_mb: int = Field(default=1769, ge=128, le=10_240)
     evaluator_architecture: Literal["x86_64", "arm64"] = "x86_64"
-    # Generations per evolution-run segment execution (Step Functions history limit).
-    segment_generations: int = Field(default=50, gt=0, le=500)
 
 
 class LocalSettings(_Common):
