@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from chimera_local.workflows import LambdaContext
 
 MAX_BODY = 6 * 2**20  # API Gateway -> Lambda payload limit (6 MB)
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,33 @@ def make_server(host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServe
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def _refuse(self, status: int, message: str) -> None:
+            body = json.dumps({"error": "ValidationFailedError", "message": message}).encode()
+            self._answer(status, {"Content-Type": ["application/json"]}, body)
+            self.close_connection = True
+
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            # Loopback only, for the operator: a page in a browser may not drive it (no
+            # foreign Origin, no rebound Host name).
+            host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
+            origin = self.headers.get("Origin")
+            if host not in LOCAL_HOSTS or (
+                origin is not None and urlsplit(origin).hostname not in LOCAL_HOSTS
+            ):
+                self._refuse(403, "Host/Origin: chimera serve answers localhost only")
+                return
+            if self.headers.get("Transfer-Encoding"):
+                self._refuse(411, "Transfer-Encoding: send a Content-Length")
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                self._refuse(400, "Content-Length: not a length")
+                return
             if length > MAX_BODY:
-                self._answer(413, {"Content-Type": ["application/json"]}, b'{"error":"too large"}')
+                self._refuse(413, f"Content-Length: over {MAX_BODY} bytes")
                 return
             body = self.rfile.read(length) if length else None
             event = proxy_event(self.command, self.path, dict(self.headers), body, templates)

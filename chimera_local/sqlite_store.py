@@ -8,6 +8,7 @@ After a transaction that wrote outbox items, `on_outbox` runs: the local relay t
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from chimera.domain.errors import ConflictError, ValidationFailedError
 from chimera.ports import BlobStore
 
 SCHEMA_VERSION = 2
+log = logging.getLogger(__name__)
 _TABLE = """
 CREATE TABLE IF NOT EXISTS items (
   pk     TEXT NOT NULL,
@@ -34,6 +36,37 @@ CREATE TABLE IF NOT EXISTS items (
 """
 _INDEX = "CREATE INDEX IF NOT EXISTS gsi1 ON items (gsi1pk, gsi1sk) WHERE gsi1pk IS NOT NULL"
 _V1_COLUMNS = ("gsi1pk TEXT", "gsi1sk TEXT", "num REAL", "attrs TEXT")
+# The first layout kept runs under RUNS/<id>, KPIs under KPIS#<agent>/<job> and costs under
+# COSTS/<at#id>, with no index. Move them to today's keys, filling gsi1 from the documents.
+# A run left running then holds an optimizer state of the first format, which today's
+# optimizers do not read: it is closed as failed, with the reason, and the next cycle starts
+# afresh from the live genome (agents, genomes, aliases and generations keep their keys).
+_MOVE_V1_ROWS = (
+    """INSERT OR IGNORE INTO items (pk, sk, doc, rev, gsi1pk, gsi1sk)
+       SELECT 'RUN#' || sk, 'RUN',
+              CASE json_extract(doc, '$.status') WHEN 'running' THEN json_set(
+                  doc, '$.status', 'failed', '$.revision', 1,
+                  '$.decision', 'failed: stored by an older Chimera; start a new run')
+              ELSE json_set(doc, '$.revision', 1) END,
+              1,
+              'RUNS#' || json_extract(doc, '$.agent_id'),
+              replace(json_extract(doc, '$.status'), 'running', 'failed') || '#' ||
+                  json_extract(doc, '$.started_at') || '#' || sk
+       FROM items WHERE pk = 'RUNS'""",
+    "DELETE FROM items WHERE pk = 'RUNS'",
+    """INSERT OR IGNORE INTO items (pk, sk, doc, ttl, gsi1pk, gsi1sk)
+       SELECT 'KPI#' || substr(pk, 6), 'JOB#' || sk, doc, ttl,
+              'KPI#' || substr(pk, 6) || '#v' ||
+                  printf('%08d', json_extract(doc, '$.genome_version')),
+              json_extract(doc, '$.recorded_at') || '#' || sk
+       FROM items WHERE pk LIKE 'KPIS#%'""",
+    "DELETE FROM items WHERE pk LIKE 'KPIS#%'",
+    """INSERT OR IGNORE INTO items (pk, sk, doc, gsi1pk, gsi1sk)
+       SELECT 'COST#' || json_extract(doc, '$.run_id'), json_extract(doc, '$.entry_id'), doc,
+              'COSTS#' || substr(json_extract(doc, '$.at'), 1, 7), sk
+       FROM items WHERE pk = 'COSTS'""",
+    "DELETE FROM items WHERE pk = 'COSTS'",
+)
 
 
 class SqliteStore(KeyValueStore):
@@ -75,7 +108,17 @@ class SqliteStore(KeyValueStore):
                     if "duplicate column" not in str(exc):
                         raise
         conn.execute(_INDEX)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _MOVE_V1_ROWS:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -110,6 +153,8 @@ class SqliteStore(KeyValueStore):
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[str]:
+        if prefix is not None and between is not None:  # as DynamoDB's key conditions
+            raise ValueError("a key condition takes one sort-key condition: prefix or between")
         key, sort = ("gsi1pk", "gsi1sk") if index else ("pk", "sk")
         sql = f"SELECT doc FROM items WHERE {key} = ?"
         args: list[object] = [pk]
@@ -149,7 +194,10 @@ class SqliteStore(KeyValueStore):
         if self.on_outbox is not None and any(
             isinstance(w, Put) and w.pk.startswith("OUTBOX#") for w in writes
         ):
-            self.on_outbox()
+            try:
+                self.on_outbox()
+            except Exception:  # the write committed; its events stay in the outbox for later
+                log.exception("outbox relay failed; events stay pending")
 
     @staticmethod
     def _row(put: Put) -> tuple[object, ...]:

@@ -69,3 +69,18 @@ def test_the_lambda_package_never_imports_the_local_backend():
                 if not lazy:
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert offenders == []
+
+
+def test_kpi_times_are_kept_in_utc():
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from chimera.domain.models import KpiRecord
+
+    base = dict(agent_id="a", genome_version=1, job_id="j", suite="s", success=False)
+    base |= {"reason": "r", "latency_ms": 1.0, "fuel": 0}
+    naive = KpiRecord(**base, recorded_at=datetime(2026, 11, 21, 12, 0))
+    east = KpiRecord(
+        **base, recorded_at=datetime(2026, 11, 21, 17, 0, tzinfo=timezone(timedelta(hours=5)))
+    )
+    assert naive.recorded_at == east.recorded_at == datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    assert naive.recorded_at.utcoffset() == east.recorded_at.utcoffset() == timedelta(0)

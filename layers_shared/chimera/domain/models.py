@@ -134,6 +134,12 @@ class KpiRecord(Frozen):
     trace_id: str | None = None
     recorded_at: datetime = Field(default_factory=utcnow)
 
+    @field_validator("recorded_at")
+    @classmethod
+    def _utc(cls, at: datetime) -> datetime:
+        """Stored and indexed in UTC; a time without an offset is taken as UTC."""
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
     @model_validator(mode="after")
     def _score_when_ok(self) -> KpiRecord:
         if self.success and (self.score is None or not math.isfinite(self.score)):

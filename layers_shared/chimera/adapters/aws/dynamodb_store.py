@@ -50,6 +50,8 @@ class DynamoDbStore(KeyValueStore):
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[str]:
+        if prefix is not None and between is not None:
+            raise ValueError("a key condition takes one sort-key condition: prefix or between")
         key, sort = ("gsi1pk", "gsi1sk") if index else ("pk", "sk")
         condition = "#k = :k"
         values: dict[str, Any] = {":k": {"S": pk}}
@@ -67,6 +69,8 @@ class DynamoDbStore(KeyValueStore):
             "ExpressionAttributeValues": values,
             "ScanIndexForward": not newest_first,
         }
+        if limit is not None:
+            params["Limit"] = limit  # per page: a small limit reads a small page
         if index:
             params["IndexName"] = INDEX  # GSIs read eventually consistent
         else:
