@@ -18,7 +18,6 @@ import importlib.metadata
 import json
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,18 +33,34 @@ _TICK_S = 0.005
 _WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 
 
-class _EpochTicker:
-    """One daemon thread per engine advancing its epoch: the wall-clock deadline's clock."""
+def _tick(engine: wasmtime.Engine) -> None:
+    while True:
+        engine.increment_epoch()
+        time.sleep(_TICK_S)
 
-    def __init__(self, engine: wasmtime.Engine) -> None:
-        self._engine = weakref.ref(engine)
-        threading.Thread(target=self._run, name="chimera-epoch", daemon=True).start()
 
-    def _run(self) -> None:
-        while (engine := self._engine()) is not None:
-            engine.increment_epoch()
-            del engine
-            time.sleep(_TICK_S)
+_ENGINE: wasmtime.Engine | None = None
+_ENGINE_LOCK = threading.Lock()
+
+
+def shared_engine() -> wasmtime.Engine:
+    """The process's one engine (fuel and epochs on) and the daemon thread ticking its epoch.
+
+    One engine for every Sandbox, alive as long as the process: a per-sandbox engine watched
+    through a weak reference could be handed back to the ticker while its finalizer was
+    freeing it (CPython clears weak references after running the finalizer), and crashed.
+    """
+    global _ENGINE
+    with _ENGINE_LOCK:
+        if _ENGINE is None:
+            cfg = wasmtime.Config()
+            cfg.consume_fuel = True
+            cfg.epoch_interruption = True
+            _ENGINE = wasmtime.Engine(cfg)
+            threading.Thread(
+                target=_tick, args=(_ENGINE,), name="chimera-epoch", daemon=True
+            ).start()
+        return _ENGINE
 
 
 _I32, _I64 = "i32", "i64"
@@ -125,11 +140,7 @@ class Sandbox:
     """Compiles (with a cache) and instantiates agent modules under their limits."""
 
     def __init__(self, cache_dir: Path | None = None) -> None:
-        cfg = wasmtime.Config()
-        cfg.consume_fuel = True
-        cfg.epoch_interruption = True
-        self.engine = wasmtime.Engine(cfg)
-        self._ticker = _EpochTicker(self.engine)
+        self.engine = shared_engine()
         self._modules: dict[str, wasmtime.Module] = {}
         self._lock = threading.Lock()
         self.cache_dir = cache_dir
