@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from chimera.adapters.kv import ABSENT, Add, KeyValueStore, Put, Write, _guard
-from chimera.domain.errors import ConflictError, ValidationFailedError
+from chimera.adapters.kv import ABSENT, Add, KeyValueStore, Put, Query, Write
+from chimera.domain.errors import ConflictError
 from chimera.ports import BlobStore
 
 SCHEMA_VERSION = 2
@@ -143,37 +143,23 @@ class SqliteStore(KeyValueStore):
         )
         return float(row[0]) if row is not None and row[0] is not None else 0.0
 
-    def _query(
-        self,
-        pk: str,
-        *,
-        index: bool = False,
-        prefix: str | None = None,
-        between: tuple[str, str] | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-    ) -> list[str]:
-        if prefix is not None and between is not None:  # as DynamoDB's key conditions
-            raise ValueError("a key condition takes one sort-key condition: prefix or between")
-        key, sort = ("gsi1pk", "gsi1sk") if index else ("pk", "sk")
+    def _run_query(self, q: Query) -> list[str]:
+        key, sort = ("gsi1pk", "gsi1sk") if q.index else ("pk", "sk")
         sql = f"SELECT doc FROM items WHERE {key} = ?"
-        args: list[object] = [pk]
-        if prefix is not None:
+        args: list[object] = [q.pk]
+        if q.prefix is not None:
             sql += f" AND substr({sort}, 1, ?) = ?"
-            args += [len(prefix), prefix]
-        if between is not None:
+            args += [len(q.prefix), q.prefix]
+        if q.between is not None:
             sql += f" AND {sort} BETWEEN ? AND ?"
-            args += list(between)
-        sql += f" ORDER BY {sort} {'DESC' if newest_first else 'ASC'}"
-        if limit is not None:
+            args += list(q.between)
+        sql += f" ORDER BY {sort} {'DESC' if q.newest_first else 'ASC'}"
+        if q.limit is not None:
             sql += " LIMIT ?"
-            args.append(limit)
+            args.append(q.limit)
         return [row[0] for row in self._conn().execute(sql, args).fetchall()]
 
-    def _write(self, writes: Sequence[Write]) -> None:
-        if len(writes) > 100:
-            raise ValidationFailedError("transaction", f"{len(writes)} items, over 100")
-        _guard(writes)
+    def _commit(self, writes: Sequence[Write]) -> None:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -234,8 +220,7 @@ class SqliteStore(KeyValueStore):
         elif row is None or row[0] != put.condition:
             raise ConflictError(f"{put.pk}/{put.sk} changed (expected revision {put.condition})")
 
-    def _put_if_absent(self, put: Put) -> bool:
-        _guard([put])
+    def _insert(self, put: Put) -> bool:
         cur = self._conn().execute(
             "INSERT OR IGNORE INTO items (pk, sk, doc, rev, ttl, gsi1pk, gsi1sk, attrs) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -6,7 +6,7 @@ models and items lives here once, one section per aggregate. Rules both adapters
 
 - an item never exceeds DynamoDB's 400 KB: large documents (an optimizer's state, a big
   generation) go to the blob store by content digest and the item keeps the reference;
-  `_guard` refuses anything still too large, on SQLite too, so local runs fail like the cloud;
+  `_write` refuses anything still too large, on SQLite too, so local runs fail like the cloud;
 - one index, gsi1 (gsi1pk, gsi1sk), answers runs by agent and status, KPIs by agent, genome
   version and time, costs by period, and the pending outbox;
 - events that announce a state change are outbox items written in the same transaction
@@ -81,6 +81,22 @@ class Add:
 Write = Put | Add
 
 
+@dataclass(frozen=True)
+class Query:
+    """One key-condition query: a partition, at most one sort-key condition, an order."""
+
+    pk: str
+    index: bool = False  # gsi1 instead of the table
+    prefix: str | None = None  # sort key begins with
+    between: tuple[str, str] | None = None  # sort key in [lo, hi]
+    limit: int | None = None
+    newest_first: bool = False
+
+    def __post_init__(self) -> None:
+        if self.prefix is not None and self.between is not None:  # as DynamoDB's rule
+            raise ValueError("a key condition takes one sort-key condition: prefix or between")
+
+
 def item_size(put: Put) -> int:
     """DynamoDB's item size: UTF-8 lengths of attribute names and values (numbers ~ 21 B)."""
     size = 2 + len(put.pk.encode()) + 2 + len(put.sk.encode()) + 3 + len(put.doc.encode())
@@ -120,24 +136,30 @@ class KeyValueStore(abc.ABC):
     def _get_num(self, pk: str, sk: str) -> float: ...
 
     @abc.abstractmethod
-    def _query(
-        self,
-        pk: str,
-        *,
-        index: bool = False,
-        prefix: str | None = None,
-        between: tuple[str, str] | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-    ) -> list[str]:
-        """Docs under pk (of the table, or of gsi1 when `index`), ordered by sort key."""
+    def _run_query(self, q: Query) -> list[str]:
+        """Docs under q.pk (of the table, or of gsi1 when q.index), ordered by sort key."""
 
     @abc.abstractmethod
+    def _commit(self, writes: Sequence[Write]) -> None:
+        """All or nothing; ConflictError if a condition fails (checked writes only)."""
+
+    @abc.abstractmethod
+    def _insert(self, put: Put) -> bool:
+        """Put unless the item exists; True if it was new (a checked put only)."""
+
+    def _query(self, pk: str, **options: Any) -> list[str]:
+        return self._run_query(Query(pk, **options))
+
     def _write(self, writes: Sequence[Write]) -> None:
-        """All or nothing (at most 100 items); ConflictError if a condition fails."""
+        """All or nothing (at most 100 items, none over 400 KB); ConflictError on a condition."""
+        if len(writes) > 100:
+            raise ValidationFailedError("transaction", f"{len(writes)} items, over 100")
+        _guard(writes)
+        self._commit(writes)
 
-    @abc.abstractmethod
-    def _put_if_absent(self, put: Put) -> bool: ...
+    def _put_if_absent(self, put: Put) -> bool:
+        _guard([put])
+        return self._insert(put)
 
     @abc.abstractmethod
     def _delete(self, pk: str, sk: str) -> None: ...

@@ -73,18 +73,18 @@ def _phase(run: EvolutionRun) -> Literal["evolve", "finalize"]:
 
 
 def start(req: StartRequest, deps: Deps) -> StartResult:
-    for run in deps.store.list_runs(req.agent_id, status=RunStatus.RUNNING):
-        if run.status == RunStatus.RUNNING:
-            run = deps.store.save_run(run.model_copy(update={"execution_id": req.execution_id}))
-            _decide(
-                deps,
-                req.execution_id,
-                f"{req.agent_id}: resumed {run.run_id} at generation {run.generation}",
-                run_id=run.run_id,
-            )
-            return StartResult(
-                run_id=run.run_id, resumed=True, phase=_phase(run), generation=run.generation
-            )
+    running = deps.store.list_runs(req.agent_id, status=RunStatus.RUNNING)
+    if running:
+        run = deps.store.save_run(running[0].model_copy(update={"execution_id": req.execution_id}))
+        _decide(
+            deps,
+            req.execution_id,
+            f"{req.agent_id}: resumed {run.run_id} at generation {run.generation}",
+            run_id=run.run_id,
+        )
+        return StartResult(
+            run_id=run.run_id, resumed=True, phase=_phase(run), generation=run.generation
+        )
     manifest = deps.store.get_agent(req.agent_id).manifest
     incumbent = _ensure_live(deps, req.agent_id)
     x0 = deps.store.get_genome(req.agent_id, incumbent).genes

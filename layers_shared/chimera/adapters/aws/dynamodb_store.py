@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chimera.adapters.aws.errors import translate
-from chimera.adapters.kv import ABSENT, INDEX, Add, KeyValueStore, Put, Write, _guard
-from chimera.domain.errors import ValidationFailedError
+from chimera.adapters.kv import ABSENT, INDEX, Add, KeyValueStore, Put, Query, Write
 from chimera.ports import BlobStore
 
 
@@ -40,48 +39,38 @@ class DynamoDbStore(KeyValueStore):
             ).get("Item")
         return item
 
-    def _query(
-        self,
-        pk: str,
-        *,
-        index: bool = False,
-        prefix: str | None = None,
-        between: tuple[str, str] | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-    ) -> list[str]:
-        if prefix is not None and between is not None:
-            raise ValueError("a key condition takes one sort-key condition: prefix or between")
-        key, sort = ("gsi1pk", "gsi1sk") if index else ("pk", "sk")
+    def _run_query(self, q: Query) -> list[str]:
+        key, sort = ("gsi1pk", "gsi1sk") if q.index else ("pk", "sk")
         condition = "#k = :k"
-        values: dict[str, Any] = {":k": {"S": pk}}
-        if prefix is not None:
+        values: dict[str, Any] = {":k": {"S": q.pk}}
+        if q.prefix is not None:
             condition += " AND begins_with(#s, :p)"
-            values[":p"] = {"S": prefix}
-        if between is not None:
+            values[":p"] = {"S": q.prefix}
+        if q.between is not None:
             condition += " AND #s BETWEEN :lo AND :hi"
-            values[":lo"], values[":hi"] = {"S": between[0]}, {"S": between[1]}
-        names = {"#k": key, **({"#s": sort} if prefix is not None or between is not None else {})}
+            values[":lo"], values[":hi"] = {"S": q.between[0]}, {"S": q.between[1]}
+        sort_condition = q.prefix is not None or q.between is not None
+        names = {"#k": key, **({"#s": sort} if sort_condition else {})}
         params: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": condition,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
-            "ScanIndexForward": not newest_first,
+            "ScanIndexForward": not q.newest_first,
         }
-        if limit is not None:
-            params["Limit"] = limit  # per page: a small limit reads a small page
-        if index:
+        if q.limit is not None:
+            params["Limit"] = q.limit  # per page: a small limit reads a small page
+        if q.index:
             params["IndexName"] = INDEX  # GSIs read eventually consistent
         else:
             params["ConsistentRead"] = True
         docs: list[str] = []
-        with translate(f"query {pk}"):
+        with translate(f"query {q.pk}"):
             paginator = self.client.get_paginator("query")
             for page in paginator.paginate(**params):
                 docs.extend(item["doc"]["S"] for item in page["Items"])
-                if limit is not None and len(docs) >= limit:
-                    return docs[:limit]
+                if q.limit is not None and len(docs) >= q.limit:
+                    return docs[: q.limit]
         return docs
 
     @staticmethod
@@ -123,10 +112,7 @@ class DynamoDbStore(KeyValueStore):
                 del update["ExpressionAttributeValues"][":room"]
         return update
 
-    def _write(self, writes: Sequence[Write]) -> None:
-        if len(writes) > 100:
-            raise ValidationFailedError("transaction", f"{len(writes)} items, over 100")
-        _guard(writes)
+    def _commit(self, writes: Sequence[Write]) -> None:
         what = ", ".join(f"{w.pk}/{w.sk}" for w in writes[:3]) + ("..." if len(writes) > 3 else "")
         with translate(what):
             if len(writes) == 1:
@@ -146,8 +132,7 @@ class DynamoDbStore(KeyValueStore):
             ]
             self.client.transact_write_items(TransactItems=items)
 
-    def _put_if_absent(self, put: Put) -> bool:
-        _guard([put])
+    def _insert(self, put: Put) -> bool:
         with translate(f"put {put.pk}/{put.sk}"):
             try:
                 self.client.put_item(
