@@ -65,6 +65,15 @@ class ErrorBody(BaseModel):
     field: str | None = Field(default=None, description="the offending field, when one is")
 
 
+def _media_type_error(media: str) -> ErrorBody:
+    return ErrorBody(
+        error="ValidationFailedError",
+        title="unsupported media type",
+        message=f"Content-Type: {media!r} is not application/json",
+        field="Content-Type",
+    )
+
+
 class JsonApiResolver(APIGatewayRestResolver):
     """Bodies are JSON: another declared media type is refused (415) before anything parses
     it (Powertools' validation would otherwise try, e.g. multipart without a boundary)."""
@@ -73,12 +82,7 @@ class JsonApiResolver(APIGatewayRestResolver):
         headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
         media = str(headers.get("content-type") or "").split(";")[0].strip().lower()
         if event.get("body") and media not in ("", "application/json"):
-            body = ErrorBody(
-                error="ValidationFailedError",
-                title="unsupported media type",
-                message=f"Content-Type: {media!r} is not application/json",
-                field="Content-Type",
-            )
+            body = _media_type_error(media)
             return {
                 "statusCode": 415,
                 "headers": {"Content-Type": content_types.APPLICATION_JSON},
@@ -168,15 +172,7 @@ def _bad_request(exc: RequestValidationError) -> Response[ErrorBody]:
 
 @app.exception_handler(RequestUnsupportedContentType)
 def _unsupported_media_type(exc: RequestUnsupportedContentType) -> Response[ErrorBody]:
-    return _error(
-        415,
-        ErrorBody(
-            error="ValidationFailedError",
-            title="unsupported media type",
-            message="Content-Type: send application/json",
-            field="Content-Type",
-        ),
-    )
+    return _error(415, _media_type_error(str(exc)))
 
 
 @app.exception_handler(ServiceError)
