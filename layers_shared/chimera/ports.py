@@ -122,7 +122,10 @@ class GenerationStore(Protocol):
 
 
 class DecisionStore(Protocol):
-    def add_decision(self, decision: Decision) -> None: ...
+    def add_decision(self, decision: Decision) -> bool:
+        """Record a decision; one with a key at most once (False: it was recorded before)."""
+        ...
+
     def list_decisions(self, execution_id: str) -> list[Decision]: ...
 
 

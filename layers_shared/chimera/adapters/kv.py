@@ -459,12 +459,18 @@ class KeyValueStore(abc.ABC):
         return [FitnessPoint.model_validate_json(d) for d in self._query(f"FIT#{run_id}")]
 
     # -- decisions and costs --------------------------------------------------------------
-    def add_decision(self, decision: Decision) -> None:
+    def add_decision(self, decision: Decision) -> bool:
+        """Record a decision; with a key, at most once (False: a retry had recorded it)."""
+        pk = f"DEC#{decision.execution_id}"
+        if decision.key is not None:
+            return self._put_if_absent(Put(pk, f"KEY#{decision.key}", decision.model_dump_json()))
         sk = f"{_iso(decision.at)}#{uuid.uuid4().hex[:8]}"
-        self._write([Put(f"DEC#{decision.execution_id}", sk, decision.model_dump_json())])
+        self._write([Put(pk, sk, decision.model_dump_json())])
+        return True
 
     def list_decisions(self, execution_id: str) -> list[Decision]:
-        return [Decision.model_validate_json(d) for d in self._query(f"DEC#{execution_id}")]
+        decisions = [Decision.model_validate_json(d) for d in self._query(f"DEC#{execution_id}")]
+        return sorted(decisions, key=lambda d: d.at)
 
     def _cost_put(self, entry: CostEntry) -> Put:
         return Put(

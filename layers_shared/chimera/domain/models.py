@@ -190,6 +190,10 @@ class EvolutionRun(BaseModel):
     revision: int = Field(
         default=0, ge=0, description="bumped by every write; writes are conditional on it"
     )
+    lease_until: datetime | None = Field(
+        default=None,
+        description="execution_id owns the run until then; every step of the owner renews it",
+    )
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
 
@@ -233,6 +237,11 @@ class Decision(Frozen):
     layer: str
     summary: str
     detail: dict[str, Any] = {}
+    key: str | None = Field(
+        default=None,
+        max_length=512,
+        description="idempotency key, as (run, generation, step): a retried step decides once",
+    )
     at: datetime = Field(default_factory=utcnow)
 
 

@@ -190,8 +190,11 @@ class StartRequest(Msg):
 class StartResult(Msg):
     run_id: str
     resumed: bool
-    phase: Literal["evolve", "finalize"]
+    phase: Literal["evolve", "finalize", "skip"] = Field(
+        description="skip: another live execution holds the run's lease (see reason)"
+    )
     generation: int
+    reason: str | None = None
 
 
 class RunRef(Msg):
@@ -211,6 +214,11 @@ class AskResult(Msg):
 
 class TellRequest(RunRef):
     action: Literal["tell"] = "tell"
+    generation: int | None = Field(
+        default=None,
+        ge=0,
+        description="the generation asked; a retry after it was told returns the same result",
+    )
 
 
 class TellResult(Msg):
