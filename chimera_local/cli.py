@@ -13,6 +13,10 @@ from typing import Any
 from chimera.domain.errors import ChimeraError
 from chimera.settings import LocalSettings
 
+# `chimera run` when another execution drives some agent's run (sysexits' EX_TEMPFAIL:
+# nothing failed, that agent was left to its owner; run again later).
+EXIT_SKIPPED = 75
+
 
 def _progress(quiet: bool) -> Any:
     names = {
@@ -53,6 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from chimera_local import report
     from chimera_local.asl import ExecutionFailedError
+    from chimera_local.cycles import LocalCycles
     from chimera_local.workflows import local_executor, state_machine_arn
 
     ports = deps()
@@ -62,10 +67,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"chimera run {name}: state under {settings.home}/", flush=True)
     executor = local_executor(on_state=_progress(args.quiet))
     started = time.perf_counter()
+    cycle_input = {"objective": args.objective}
     try:
-        output = executor.start(
-            state_machine_arn("optimization-cycle"), {"objective": args.objective}, name
-        )
+        # Tracked like a Step Functions execution: a run it leaves behind (killed) is taken
+        # over by the next cycle at once, a run it still drives is left alone.
+        with LocalCycles(settings.home).track(name, cycle_input):
+            output = executor.start(state_machine_arn("optimization-cycle"), cycle_input, name)
         status, items = "succeeded", output.get("work", [])
     except ExecutionFailedError as exc:
         status, items = f"failed ({exc})", []
@@ -80,7 +87,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     (out_dir / "latest.html").write_text(page)
     print(f"\nReport: {out_dir / (name + '.html')}")
     failed = status != "succeeded" or any(i.get("status") == "failed" for i in items)
-    return 1 if failed else 0
+    if failed:
+        return 1
+    skipped = [i for i in items if (i.get("outcome") or {}).get("status") == "skipped"]
+    for item in skipped:
+        print(f"{item['agent_id']}: {item['outcome']['decision']}", file=sys.stderr)
+    return EXIT_SKIPPED if skipped else 0
 
 
 def _holdout_scores(store: Any, agent_id: str) -> dict[int, float | None]:

@@ -2,19 +2,43 @@
 
 Executions are named like Step Functions': the same name with the same input finds the
 execution already started; the same name with another input is a conflict. Each execution's
-input and status are kept in a file under <home>/executions/ so a restarted server knows them.
+input, status and process are kept in a file under <home>/executions/, so a restarted server
+knows them and a run's lease can tell a live owner from one whose process was killed: every
+local execution (a `chimera run` too) is tracked here, as Step Functions tracks its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from chimera.domain.errors import ConflictError
 
 from chimera_local.asl import ExecutionFailedError
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time (Linux /proc), so a reused pid is not taken for its owner."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: it exists
+    return started is None or _process_start(pid) in (None, started)
 
 
 class LocalCycles:
@@ -47,13 +71,46 @@ class LocalCycles:
                 if known["input"] != input_:
                     raise ConflictError(f"name: execution {name!r} already ran with another input")
                 return self._arn(name), str(known["status"])
-            self._write(name, {"input": input_, "status": "RUNNING"})
+            self._write(name, self._running(input_))
             thread = threading.Thread(
                 target=self._run, args=(name, input_), name=f"cycle-{name}", daemon=True
             )
             self._threads[name] = thread
             thread.start()
         return self._arn(name), "RUNNING"
+
+    @staticmethod
+    def _running(input_: dict[str, object]) -> dict[str, Any]:
+        pid = os.getpid()
+        return {"input": input_, "status": "RUNNING", "pid": pid, "pid_start": _process_start(pid)}
+
+    def is_running(self, execution_id: str) -> bool | None:
+        if "/" in execution_id or execution_id.startswith("."):
+            return None
+        record = self._record(execution_id)
+        if record is None:
+            return None  # not started through here: the lease's expiry decides
+        if record["status"] != "RUNNING":
+            return False
+        pid = record.get("pid")
+        return True if pid is None else _alive(int(pid), record.get("pid_start"))
+
+    @contextlib.contextmanager
+    def track(self, name: str, input_: dict[str, object]) -> Iterator[None]:
+        """Record an execution this process runs in the foreground (`chimera run`)."""
+        with self._lock:
+            if self._record(name) is not None:
+                raise ConflictError(f"name: execution {name!r} already exists")
+            self._write(name, self._running(input_))
+        status, detail = "ABORTED", "interrupted"
+        try:
+            yield
+            status, detail = "SUCCEEDED", ""
+        except ExecutionFailedError as exc:
+            status, detail = "FAILED", str(exc)
+            raise
+        finally:
+            self._write(name, {"input": input_, "status": status, "error": detail})
 
     def _run(self, name: str, input_: dict[str, object]) -> None:
         from chimera_local.workflows import local_executor, state_machine_arn

@@ -36,6 +36,14 @@ class AgentStore(Protocol):
     def get_agent(self, agent_id: str) -> Agent: ...
     def list_agents(self) -> list[Agent]: ...
 
+    def save_agent(self, agent: Agent, events: Sequence[Event] = ()) -> Agent:
+        """Store `agent` at its next revision, conditional on the revision it was read at
+        (`agent.revision`; 0: a new agent), with `events` in the same transaction.
+
+        Returns the agent as stored. ConflictError if it changed meanwhile: nothing is written.
+        """
+        ...
+
 
 class GenomeStore(Protocol):
     """Genome versions and the aliases that route traffic across them."""
@@ -165,6 +173,8 @@ class Store(
 ):
     """Everything Chimera persists: SQLite locally, DynamoDB in the cloud (one table)."""
 
+    blobs: BlobStore  # large and immutable documents by key: module versions, big states
+
     def ping(self) -> None:
         """Raise if the store cannot answer a read."""
         ...
@@ -178,11 +188,22 @@ class BlobStore(Protocol):
 
 
 class ArtifactStore(Protocol):
-    """Module bytes and other blobs, by key (a path locally, an S3 key in the cloud)."""
+    """Agent bundles as operators upload them (a folder locally, an S3 prefix in the cloud).
 
-    def read(self, key: str) -> bytes: ...
-    def list_bundles(self) -> Iterable[tuple[str, bytes, bytes]]:
-        """Yield (bundle key, manifest.json bytes, module bytes) for every agent bundle."""
+    Bundle files are mutable and untrusted: discovery copies what it registers into the blob
+    store by digest, and nothing serves from here.
+    """
+
+    def list_bundles(self) -> Iterable[tuple[str, bytes]]:
+        """Yield (bundle location, manifest.json bytes) for every bundle, in location order."""
+        ...
+
+    def read_module(self, bundle: str, name: str, max_bytes: int) -> bytes:
+        """The module file `name` of a bundle.
+
+        ValidationFailedError (field `module`) if `name` is not a plain file name of that
+        bundle or the file is larger than `max_bytes`; NotFoundError if it is absent.
+        """
         ...
 
 
@@ -218,6 +239,10 @@ class WorkflowStarter(Protocol):
 
         ConflictError if the name was used with another input.
         """
+        ...
+
+    def is_running(self, execution_id: str) -> bool | None:
+        """Whether the cycle execution of that name still runs; None when it is not known."""
         ...
 
 

@@ -29,6 +29,9 @@ class _Common(BaseModel):
     # The evaluation Lambda's size: layer 8 prices the Lambda placement from these.
     evaluator_memory_mb: int = Field(default=1769, ge=128, le=10_240)
     evaluator_architecture: Literal["x86_64", "arm64"] = "x86_64"
+    # How long a run stays owned by the execution driving it after its last step; another
+    # execution takes it over sooner only when the owner is known to have stopped.
+    run_lease_s: int = Field(default=900, gt=0, le=86_400)
 
 
 class LocalSettings(_Common):

@@ -58,7 +58,7 @@ def test_killed_run_resumes_from_stored_state(home, only_cartpole):
         return real(event)
 
     executor.functions[evolution_arn] = dies_at_third_tell
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), deps().workflows.track("killed", {}):
         executor.start(CYCLE, {"objective": "test"}, "killed")
     store = deps().store
     (run,) = store.list_runs("cartpole-linear")

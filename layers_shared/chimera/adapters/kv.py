@@ -375,7 +375,32 @@ class KeyValueStore(abc.ABC):
         )
 
     def create_run(self, run: EvolutionRun) -> None:
-        self._write([self._run_put(run.model_copy(update={"revision": 1}), ABSENT)])
+        """Create a run; ConflictError if it exists or its agent has another running run.
+
+        The agent's ACTIVE item names its current run and is replaced in the same transaction,
+        conditional on the revision read, so two executions cannot both start a run for it.
+        """
+        active = self._get(f"ACTIVE#{run.agent_id}", "RUN")
+        previous = None if active is None else json.loads(active)
+        if previous is not None and previous["run_id"] != run.run_id:
+            other = self._get(f"RUN#{previous['run_id']}", "RUN")
+            if other is not None and json.loads(other)["status"] == RunStatus.RUNNING.value:
+                raise ConflictError(
+                    f"agent_id: {run.agent_id} already has the running run {previous['run_id']}"
+                )
+        rev = 1 if previous is None else int(previous["rev"]) + 1
+        self._write(
+            [
+                self._run_put(run.model_copy(update={"revision": 1}), ABSENT),
+                Put(
+                    f"ACTIVE#{run.agent_id}",
+                    "RUN",
+                    json.dumps({"run_id": run.run_id, "rev": rev}),
+                    rev=rev,
+                    condition=ABSENT if previous is None else int(previous["rev"]),
+                ),
+            ]
+        )
 
     def get_run(self, run_id: str) -> EvolutionRun:
         doc = self._get(f"RUN#{run_id}", "RUN")

@@ -1,18 +1,34 @@
 """Layer 7: evolution runs as ask/tell steps over stored state, then promotion via the alias.
 
-Every step is idempotent and each writes its state in one transaction, so an execution killed
-anywhere resumes from what was stored: a repeated ask returns the stored candidates, a
-repeated tell of a told generation is refused, a resumed run continues from its generation.
+Every step is safe to run twice and to die between any two of its writes: each writes its
+state change in one transaction conditional on the run's revision, and its decision after,
+keyed by (run, generation, step), so a retry finds the change made and completes the rest.
+A repeated ask returns the stored candidates, a repeated tell of a told generation returns
+what it told, a repeated propose finds the genome it stored, a repeated promote finds the
+alias it moved.
+
+A run has one owner at a time: the execution that started or took it over holds a lease that
+each of its steps renews. Another execution takes a running run over only when the owner is
+known to have stopped (the workflow engine says so) or its lease has expired; until then it
+skips the agent and says why, and a step of an execution that no longer owns the run is
+refused without writing anything.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import zlib
+from datetime import timedelta
 from typing import Literal
 
-from chimera.domain.errors import ConflictError, NotFoundError, ValidationFailedError
+from chimera.domain.errors import (
+    ConflictError,
+    NotFoundError,
+    UnavailableError,
+    ValidationFailedError,
+)
 from chimera.domain.events import EvolutionRunCompleted, GenomePromoted
 from chimera.domain.models import (
     Alias,
@@ -46,10 +62,44 @@ from chimera.services.contracts import (
 from chimera.services.deps import Deps
 
 
-def _decide(deps: Deps, execution_id: str, summary: str, **detail: object) -> None:
+def _decide(deps: Deps, execution_id: str, key: str, summary: str, **detail: object) -> None:
+    """Record a step's decision once: a retry of the step finds it recorded."""
     deps.store.add_decision(
-        Decision(execution_id=execution_id, layer="evolution", summary=summary, detail=dict(detail))
+        Decision(
+            execution_id=execution_id,
+            layer="evolution",
+            summary=summary,
+            detail=dict(detail),
+            key=f"evolution:{key}",
+        )
     )
+
+
+def _leased(run: EvolutionRun, execution_id: str, deps: Deps, **update: object) -> EvolutionRun:
+    """The run with `update` applied, owned by `execution_id` for another lease period."""
+    until = utcnow() + timedelta(seconds=deps.settings.run_lease_s)
+    return run.model_copy(update={**update, "execution_id": execution_id, "lease_until": until})
+
+
+def _owner_alive(deps: Deps, run: EvolutionRun) -> bool:
+    """Whether the execution holding the run's lease may still be driving it."""
+    if run.execution_id is None:
+        return False
+    if deps.workflows is not None:
+        running = deps.workflows.is_running(run.execution_id)
+        if running is not None:
+            return running
+    return run.lease_until is not None and run.lease_until > utcnow()
+
+
+def _owned(deps: Deps, run_id: str, execution_id: str) -> EvolutionRun:
+    """The run, if `execution_id` owns it; a step of any other execution is refused."""
+    run = deps.store.get_run(run_id)
+    if run.execution_id != execution_id:
+        raise ConflictError(
+            f"run_id: {run_id} is driven by execution {run.execution_id}, not {execution_id}"
+        )
+    return run
 
 
 def _ensure_live(deps: Deps, agent_id: str) -> int:
@@ -72,23 +122,81 @@ def _phase(run: EvolutionRun) -> Literal["evolve", "finalize"]:
     return "finalize" if done else "evolve"
 
 
-def start(req: StartRequest, deps: Deps) -> StartResult:
-    running = deps.store.list_runs(req.agent_id, status=RunStatus.RUNNING)
-    if running:
-        run = deps.store.save_run(running[0].model_copy(update={"execution_id": req.execution_id}))
+def _run_id(execution_id: str, agent_id: str) -> str:
+    return f"{execution_id}.{agent_id}"[:128]
+
+
+def _started(req: StartRequest, run: EvolutionRun) -> StartResult:
+    return StartResult(
+        run_id=run.run_id,
+        resumed=run.run_id != _run_id(req.execution_id, req.agent_id),
+        phase=_phase(run),
+        generation=run.generation,
+    )
+
+
+def _resume(req: StartRequest, deps: Deps, running: EvolutionRun) -> StartResult:
+    """Resume the agent's running run, or skip the agent while another execution drives it."""
+    run = deps.store.get_run(running.run_id)  # the index copy may be stale: read the item
+    if run.status != RunStatus.RUNNING:
+        if run.run_id == _run_id(req.execution_id, req.agent_id):  # ours, already finished
+            reason = f"skipped: {run.run_id} already {run.status.value}: {run.decision}"
+            return StartResult(
+                run_id=run.run_id,
+                resumed=False,
+                phase="skip",
+                generation=run.generation,
+                reason=reason,
+            )
+        raise UnavailableError(f"{run.run_id} finished while the run index still lists it")
+    if run.execution_id != req.execution_id:
+        if _owner_alive(deps, run):
+            return _skip(req, deps, run)
+        try:
+            run = deps.store.save_run(_leased(run, req.execution_id, deps))
+        except ConflictError:  # another execution took it over at the same moment
+            return _skip(req, deps, deps.store.get_run(run.run_id))
+    if run.run_id == _run_id(req.execution_id, req.agent_id):  # our own start, retried
+        _decide_started(req, deps, run)
+    else:
         _decide(
             deps,
             req.execution_id,
+            f"{run.run_id}:resume",
             f"{req.agent_id}: resumed {run.run_id} at generation {run.generation}",
             run_id=run.run_id,
         )
-        return StartResult(
-            run_id=run.run_id, resumed=True, phase=_phase(run), generation=run.generation
-        )
+    return _started(req, run)
+
+
+def _skip(req: StartRequest, deps: Deps, run: EvolutionRun) -> StartResult:
+    until = f" (lease until {run.lease_until:%Y-%m-%d %H:%M:%S}Z)" if run.lease_until else ""
+    reason = f"skipped: {run.run_id} is driven by execution {run.execution_id}{until}"
+    _decide(deps, req.execution_id, f"{run.run_id}:skip", f"{req.agent_id}: {reason}")
+    return StartResult(
+        run_id=run.run_id, resumed=False, phase="skip", generation=run.generation, reason=reason
+    )
+
+
+def _decide_started(req: StartRequest, deps: Deps, run: EvolutionRun) -> None:
+    _decide(
+        deps,
+        req.execution_id,
+        f"{run.run_id}:start",
+        f"{req.agent_id}: started {run.run_id} ({run.strategy.value}, seed {run.seed}, "
+        f"from live v{run.incumbent_version})",
+        run_id=run.run_id,
+    )
+
+
+def start(req: StartRequest, deps: Deps) -> StartResult:
+    running = deps.store.list_runs(req.agent_id, status=RunStatus.RUNNING)
+    if running:
+        return _resume(req, deps, running[0])
     manifest = deps.store.get_agent(req.agent_id).manifest
     incumbent = _ensure_live(deps, req.agent_id)
     x0 = deps.store.get_genome(req.agent_id, incumbent).genes
-    run_id = f"{req.execution_id}.{req.agent_id}"[:128]
+    run_id = _run_id(req.execution_id, req.agent_id)
     # Reproducible from the run id (an execution name is unique), unless a seed is given.
     seed = req.seed if req.seed is not None else zlib.crc32(run_id.encode())
     choice = req.choice
@@ -100,9 +208,8 @@ def start(req: StartRequest, deps: Deps) -> StartResult:
         width = min(g.high - g.low for g in manifest.genome)
         stop = AnyOf(of=(*stop.of, StepSizeFloor(floor=1e-6 * width)))
     run = EvolutionRun(
-        run_id=f"{req.execution_id}.{req.agent_id}"[:128],
+        run_id=run_id,
         agent_id=req.agent_id,
-        execution_id=req.execution_id,
         suite=manifest.suite,
         strategy=choice.strategy,
         seed=seed,
@@ -113,14 +220,16 @@ def start(req: StartRequest, deps: Deps) -> StartResult:
         termination=stop.to_json(),
         incumbent_version=incumbent,
     )
-    deps.store.create_run(run)
-    _decide(
-        deps,
-        req.execution_id,
-        f"{req.agent_id}: started {run.run_id} ({choice.strategy.value}, seed {seed}, "
-        f"from live v{incumbent})",
-        run_id=run.run_id,
-    )
+    try:  # one running run per agent: the store refuses a second (see create_run)
+        deps.store.create_run(_leased(run, req.execution_id, deps))
+    except ConflictError:
+        existing = deps.store.list_runs(req.agent_id, status=RunStatus.RUNNING)
+        with contextlib.suppress(NotFoundError):
+            existing = existing or [deps.store.get_run(run_id)]
+        if not existing:
+            raise
+        return _resume(req, deps, existing[0])
+    _decide_started(req, deps, run)
     return StartResult(run_id=run.run_id, resumed=False, phase="evolve", generation=0)
 
 
@@ -133,15 +242,15 @@ def _shards(run: EvolutionRun, number: int, size: int, shard_size: int) -> list[
     ]
 
 
-def _running(deps: Deps, run_id: str) -> EvolutionRun:
-    run = deps.store.get_run(run_id)
+def _running(deps: Deps, run_id: str, execution_id: str) -> EvolutionRun:
+    run = _owned(deps, run_id, execution_id)
     if run.status != RunStatus.RUNNING:
         raise ValidationFailedError("run_id", f"run {run_id} is {run.status.value}")
     return run
 
 
 def ask(req: AskRequest, deps: Deps) -> AskResult:
-    run = _running(deps, req.run_id)
+    run = _running(deps, req.run_id, req.execution_id)
     number = run.generation
     if run.asked_generation == number:  # asked before a crash: same candidates again
         size = len(deps.store.get_generation(run.run_id, number).individuals)
@@ -158,7 +267,9 @@ def ask(req: AskRequest, deps: Deps) -> AskResult:
             for i, t in enumerate(trials)
         ),
     )
-    run = run.model_copy(update={"asked_generation": number, "optimizer_state": optimizer.state})
+    run = _leased(
+        run, req.execution_id, deps, asked_generation=number, optimizer_state=optimizer.state
+    )
     deps.store.save_asked(run, generation)
     return AskResult(
         run_id=run.run_id,
@@ -168,8 +279,18 @@ def ask(req: AskRequest, deps: Deps) -> AskResult:
 
 
 def tell(req: TellRequest, deps: Deps) -> TellResult:
-    run = _running(deps, req.run_id)
+    run = _owned(deps, req.run_id, req.execution_id)
+    if req.generation is not None and req.generation < run.generation:
+        # Told before (a retry after the write landed): the same answer, nothing written.
+        return TellResult(
+            run_id=run.run_id, generation=req.generation, best_fitness=run.best_fitness
+        )
+    run = _running(deps, req.run_id, req.execution_id)
     number = run.generation
+    if req.generation is not None and req.generation != number:
+        raise ValidationFailedError(
+            "generation", f"{run.run_id} is at generation {number}, not {req.generation}"
+        )
     if run.asked_generation != number:
         raise ValidationFailedError("run_id", f"generation {number} of {run.run_id} was not asked")
     generation = deps.store.get_generation(run.run_id, number)
@@ -198,14 +319,15 @@ def tell(req: TellRequest, deps: Deps) -> TellResult:
         std=progress.std,
         evaluations=progress.evaluations,
     )
-    run = run.model_copy(
-        update={
-            "generation": number + 1,
-            "asked_generation": None,
-            "optimizer_state": optimizer.state,
-            "best_fitness": best,
-            "best_genes": genes,
-        }
+    run = _leased(
+        run,
+        req.execution_id,
+        deps,
+        generation=number + 1,
+        asked_generation=None,
+        optimizer_state=optimizer.state,
+        best_fitness=best,
+        best_genes=genes,
     )
     deps.store.save_told(run, told, point)
     return TellResult(run_id=run.run_id, generation=number, best_fitness=best)
@@ -228,42 +350,51 @@ def _told(individual: Individual, fitness: Fitness) -> Individual:
 
 def propose(req: ProposeRequest, deps: Deps) -> ProposeResult:
     """Store the run's champion as a new (not yet live) genome version."""
-    run = _running(deps, req.run_id)
+    run = _running(deps, req.run_id, req.execution_id)
     if run.champion_version is None:
         if run.best_genes is None:
             raise ValidationFailedError("run_id", f"run {run.run_id} has no evaluated candidate")
         manifest = deps.store.get_agent(run.agent_id).manifest
         manifest.check_genes(run.best_genes)
-        while True:
-            version = deps.store.latest_genome_version(run.agent_id) + 1
-            try:
-                deps.store.add_genome(
-                    Genome(
-                        agent_id=run.agent_id,
-                        version=version,
-                        genes=run.best_genes,
-                        parent_version=run.incumbent_version,
-                        source_run=run.run_id,
-                        fitness=run.best_fitness,
-                    )
-                )
-                break
-            except ConflictError:
-                continue  # a concurrent writer took that version number
-        run = deps.store.save_run(run.model_copy(update={"champion_version": version}))
-        _decide(
-            deps,
-            req.execution_id,
-            f"{run.agent_id}: champion of {run.run_id} stored as v{version} "
-            f"(training fitness {run.best_fitness:.4g})",
-            run_id=run.run_id,
-        )
+        version = _store_champion(deps, run)
+        run = deps.store.save_run(_leased(run, req.execution_id, deps, champion_version=version))
     assert run.champion_version is not None
+    _decide(
+        deps,
+        req.execution_id,
+        f"{run.run_id}:propose",
+        f"{run.agent_id}: champion of {run.run_id} stored as v{run.champion_version} "
+        f"(training fitness {run.best_fitness:.4g})",
+        run_id=run.run_id,
+    )
     return ProposeResult(
         run_id=run.run_id,
         candidate_version=run.champion_version,
         incumbent_version=run.incumbent_version,
     )
+
+
+def _store_champion(deps: Deps, run: EvolutionRun) -> int:
+    """The champion's genome version: the one stored before a crash, else a new one."""
+    for genome in reversed(deps.store.list_genomes(run.agent_id)):
+        if genome.source_run == run.run_id:
+            return genome.version
+    while True:
+        version = deps.store.latest_genome_version(run.agent_id) + 1
+        try:
+            deps.store.add_genome(
+                Genome(
+                    agent_id=run.agent_id,
+                    version=version,
+                    genes=run.best_genes or (),
+                    parent_version=run.incumbent_version,
+                    source_run=run.run_id,
+                    fitness=run.best_fitness,
+                )
+            )
+            return version
+        except ConflictError:
+            continue  # a concurrent writer took that version number
 
 
 def _close(deps: Deps, run: EvolutionRun, status: RunStatus, decision: str) -> EvolutionRun:
@@ -280,66 +411,94 @@ def _close(deps: Deps, run: EvolutionRun, status: RunStatus, decision: str) -> E
 
 
 def promote(req: PromoteRequest, deps: Deps) -> RunOutcome:
-    run = deps.store.get_run(req.run_id)
-    if run.status != RunStatus.RUNNING:  # promoted before a crash: nothing more to do
-        return RunOutcome(run_id=run.run_id, status=run.status.value, decision=run.decision or "")
-    if run.champion_version is None:
-        raise ValidationFailedError("run_id", f"run {run.run_id} has no champion to promote")
+    run = _owned(deps, req.run_id, req.execution_id)
+    if run.status == RunStatus.RUNNING:
+        if run.champion_version is None:
+            raise ValidationFailedError("run_id", f"run {run.run_id} has no champion to promote")
+        decision = _move_alias(deps, run)
+        run = _close(deps, run, RunStatus.SUCCEEDED, decision)
+    # Closed before a crash (or just now): its decision is recorded once.
+    _decide(
+        deps,
+        req.execution_id,
+        f"{run.run_id}:close",
+        f"{run.agent_id}: {run.decision}",
+        run_id=run.run_id,
+    )
+    return RunOutcome(run_id=run.run_id, status=run.status.value, decision=run.decision or "")
+
+
+def _move_alias(deps: Deps, run: EvolutionRun) -> str:
+    """Point the live alias at the champion (with its GenomePromoted, in one transaction)."""
+    assert run.champion_version is not None
     genome = deps.store.get_genome(run.agent_id, run.champion_version)
     alias = deps.store.get_alias(run.agent_id)
+    promoted = f"promoted v{genome.version} (was v{run.incumbent_version})"
+    if alias is not None and alias.weights == {genome.version: 1.0}:
+        return promoted  # this run moved it before a crash; its event went with it
     if alias is not None and alias.primary_version != run.incumbent_version:
-        decision = (
+        return (
             f"not promoted: live moved to v{alias.primary_version} "
             f"since the run started from v{run.incumbent_version}"
         )
-    else:
-        revision = alias.revision if alias is not None else None
-        new_alias = Alias(
-            agent_id=run.agent_id, weights={genome.version: 1.0}, revision=(revision or 0) + 1
-        )
-        promoted = GenomePromoted(
-            agent_id=run.agent_id,
-            version=genome.version,
-            previous_version=run.incumbent_version,
-            run_id=run.run_id,
-        )
-        try:  # the alias and its announcement in one transaction: never one without the other
-            deps.store.promote(genome, new_alias, revision, events=[promoted])
-            decision = f"promoted v{genome.version} (was v{run.incumbent_version})"
-        except ConflictError:
-            decision = "not promoted: another promotion won the race"
-    run = _close(deps, run, RunStatus.SUCCEEDED, decision)
-    _decide(deps, req.execution_id, f"{run.agent_id}: {decision}", run_id=run.run_id)
-    return RunOutcome(run_id=run.run_id, status=run.status.value, decision=decision)
+    revision = alias.revision if alias is not None else None
+    new_alias = Alias(
+        agent_id=run.agent_id, weights={genome.version: 1.0}, revision=(revision or 0) + 1
+    )
+    event = GenomePromoted(
+        agent_id=run.agent_id,
+        version=genome.version,
+        previous_version=run.incumbent_version,
+        run_id=run.run_id,
+    )
+    try:  # the alias and its announcement in one transaction: never one without the other
+        deps.store.promote(genome, new_alias, revision, events=[event])
+    except ConflictError:
+        return "not promoted: another promotion won the race"
+    return promoted
 
 
 def finish(req: FinishRequest, deps: Deps) -> RunOutcome:
-    run = deps.store.get_run(req.run_id)
+    run = _owned(deps, req.run_id, req.execution_id)
     if run.status == RunStatus.RUNNING:
         run = _close(deps, run, RunStatus.SUCCEEDED, f"kept v{run.incumbent_version}: {req.reason}")
-        _decide(deps, req.execution_id, f"{run.agent_id}: {run.decision}", run_id=run.run_id)
+    _decide(
+        deps,
+        req.execution_id,
+        f"{run.run_id}:close",
+        f"{run.agent_id}: {run.decision}",
+        run_id=run.run_id,
+    )
     return RunOutcome(run_id=run.run_id, status=run.status.value, decision=run.decision or "")
 
 
 def fail(req: FailRequest, deps: Deps) -> RunOutcome:
-    """Where a caught error lands: the run is marked failed with the error, for an operator."""
+    """Where a caught error lands: the run is marked failed with the error, for an operator.
+
+    Only the run's owner closes it: an execution refused because another one drives the run
+    records its failure and leaves the run to its owner.
+    """
     error = str(req.error.get("Error", "error"))
     cause = str(req.error.get("Cause", ""))[:500]
     decision = f"failed: {error}: {cause}"
-    status = "failed"
+    # A retry records the same failure once; distinct failures of one execution each count.
+    key = f"{req.run_id}:fail:{hashlib.sha256(decision.encode()).hexdigest()[:16]}"
     if req.run_id is not None:
         try:
             run = deps.store.get_run(req.run_id)
-            if run.status == RunStatus.RUNNING:
-                _close(deps, run, RunStatus.FAILED, decision)
         except NotFoundError:
-            pass
+            run = None
+        if run is not None and run.execution_id != req.execution_id:
+            decision += f" ({run.run_id} left to execution {run.execution_id}, which drives it)"
+        elif run is not None and run.status == RunStatus.RUNNING:
+            _close(deps, run, RunStatus.FAILED, decision)
     deps.store.add_decision(
         Decision(
             execution_id=req.execution_id,
             layer="evolution",
             summary=decision,
             detail={"run_id": req.run_id},
+            key=f"evolution:{key}",
         )
     )
-    return RunOutcome(run_id=req.run_id, status=status, decision=decision)
+    return RunOutcome(run_id=req.run_id, status="failed", decision=decision)

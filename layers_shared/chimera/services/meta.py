@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from chimera.domain.models import Decision, Strategy
+from chimera.domain.errors import ConflictError
+from chimera.domain.models import Decision, RunStatus, Strategy
 from chimera.domain.optimizers import Optimizer
 from chimera.domain.suites import get_suite
 from chimera.domain.termination import standard, termination_from_json
@@ -37,34 +38,48 @@ def choose(req: ChooseRequest, deps: Deps) -> StrategyChoice:
             layer="meta-evolution",
             summary=f"{req.agent_id}: {strategy.value}, population {pop} ({reason})",
             detail=choice.model_dump(mode="json"),
+            key=f"meta-evolution:{req.agent_id}:choose",
         )
     )
     return choice
 
 
 def adapt(req: AdaptRequest, deps: Deps) -> AdaptResult:
-    """Termination: the run's own criteria (target, budgets, stagnation, step-size floor)."""
+    """Termination: the run's own criteria (target, budgets, stagnation, step-size floor).
+
+    Decided once per run: a retry, or a call on a finished run, gets the stored answer and
+    writes nothing.
+    """
     run = deps.store.get_run(req.run_id)
-    if run.stop_reason is not None:  # decided before (a retry): the same answer
-        return AdaptResult(proceed=False, reason=run.stop_reason)
-    history = deps.store.fitness_history(req.run_id)
-    rule = (
-        termination_from_json(run.termination)
-        if run.termination is not None
-        else standard(run.max_generations, run.target_fitness)
-    )
-    reason = rule.reason(history, Optimizer.restore(run.optimizer_state))
-    if reason is None:
-        return AdaptResult(proceed=True, reason=f"generation {run.generation}: continue")
-    run = deps.store.save_run(
-        run.model_copy(update={"stop_reason": reason, "decision": f"stopped: {reason}"})
-    )
+    if run.execution_id != req.execution_id:
+        raise ConflictError(
+            f"run_id: {run.run_id} is driven by execution {run.execution_id}, "
+            f"not {req.execution_id}"
+        )
+    if run.status != RunStatus.RUNNING:
+        return AdaptResult(
+            proceed=False, reason=run.stop_reason or f"run is {run.status.value}: {run.decision}"
+        )
+    if run.stop_reason is None:
+        history = deps.store.fitness_history(req.run_id)
+        rule = (
+            termination_from_json(run.termination)
+            if run.termination is not None
+            else standard(run.max_generations, run.target_fitness)
+        )
+        reason = rule.reason(history, Optimizer.restore(run.optimizer_state))
+        if reason is None:
+            return AdaptResult(proceed=True, reason=f"generation {run.generation}: continue")
+        run = deps.store.save_run(
+            run.model_copy(update={"stop_reason": reason, "decision": f"stopped: {reason}"})
+        )
     deps.store.add_decision(
         Decision(
             execution_id=req.execution_id,
             layer="meta-evolution",
-            summary=f"{run.agent_id}: stop after {run.generation} generations ({reason})",
+            summary=f"{run.agent_id}: stop after {run.generation} generations ({run.stop_reason})",
             detail={"run_id": run.run_id, "termination": run.termination},
+            key=f"meta-evolution:{run.run_id}:stop",
         )
     )
-    return AdaptResult(proceed=False, reason=reason)
+    return AdaptResult(proceed=False, reason=run.stop_reason or "")

@@ -28,6 +28,7 @@ def plan(req: PlanRequest, deps: Deps) -> PlanResult:
             layer="planning",
             summary=f"{len(items)} evolve item(s) for objective: {req.objective}",
             detail={"items": [i.model_dump() for i in items]},
+            key="planning:plan",
         )
     )
     return PlanResult(items=items)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chimera.adapters.kv import month
+from chimera.domain.errors import ConflictError
 from chimera.domain.models import CostEntry, Decision
 from chimera.domain.prices import estimate
 from chimera.domain.suites import get_suite
@@ -12,6 +13,11 @@ from chimera.services.deps import Deps
 
 def place(req: PlaceRequest, deps: Deps) -> PlaceResult:
     run = deps.store.get_run(req.run_id)
+    if run.execution_id != req.execution_id:
+        raise ConflictError(
+            f"run_id: {run.run_id} is driven by execution {run.execution_id}, "
+            f"not {req.execution_id}"
+        )
     suite = get_suite(run.suite)
     remaining = max(0, run.max_generations - run.generation) * run.population_size
     options = estimate(
@@ -35,14 +41,16 @@ def place(req: PlaceRequest, deps: Deps) -> PlaceResult:
         estimated_usd=best.usd,
     )
     period = month(entry.at)
-    if deps.store.charge(entry, f"budget#{period}", deps.budget_usd):
-        deps.store.add_decision(
-            Decision(
-                execution_id=req.execution_id,
-                layer="resources",
-                summary=f"{run.agent_id}: {best.placement} for {remaining} evaluations, "
-                f"est. ${best.usd:.5f} ({detail})",
-                detail={"run_id": run.run_id, "options": [o.model_dump() for o in options]},
-            )
+    deps.store.charge(entry, f"budget#{period}", deps.budget_usd)
+    # After the charge, keyed like it: a retry that finds the charge made still records this.
+    deps.store.add_decision(
+        Decision(
+            execution_id=req.execution_id,
+            layer="resources",
+            summary=f"{run.agent_id}: {best.placement} for {remaining} evaluations, "
+            f"est. ${best.usd:.5f} ({detail})",
+            detail={"run_id": run.run_id, "options": [o.model_dump() for o in options]},
+            key=f"resources:{entry.entry_id}",
         )
+    )
     return PlaceResult(placement=placement, detail=detail, estimated_usd=best.usd)

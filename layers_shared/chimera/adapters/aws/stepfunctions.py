@@ -14,6 +14,19 @@ class StepFunctionsWorkflows:
         self.cycle_arn = cycle_arn
         self.client = client
 
+    def _execution_arn(self, name: str) -> str:
+        return self.cycle_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+
+    def is_running(self, execution_id: str) -> bool | None:
+        with translate(f"execution {execution_id}"):
+            try:
+                described = self.client.describe_execution(
+                    executionArn=self._execution_arn(execution_id)
+                )
+            except self.client.exceptions.ExecutionDoesNotExist:
+                return None  # not a cycle of this state machine: the lease's expiry decides
+        return str(described["status"]) == "RUNNING"
+
     def start_cycle(self, name: str, input_: dict[str, object]) -> tuple[str, str]:
         text = json.dumps(input_, sort_keys=True)
         with translate(f"execution {name}"):
@@ -22,7 +35,7 @@ class StepFunctionsWorkflows:
                     stateMachineArn=self.cycle_arn, name=name, input=text
                 )["executionArn"]
             except self.client.exceptions.ExecutionAlreadyExists:
-                arn = self.cycle_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+                arn = self._execution_arn(name)
                 described = self.client.describe_execution(executionArn=arn)
                 if json.loads(described["input"]) != input_:
                     raise ConflictError(
