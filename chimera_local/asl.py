@@ -5,8 +5,26 @@ the handler in process; `states:startExecution.sync(:2)` runs the nested machine
 execution with its own history; `batch:submitJob.sync` goes to a local job runner. Pass,
 Choice (with `...Path` comparisons), Map, Wait, Succeed, Fail; InputPath, Parameters,
 ResultSelector, ResultPath, OutputPath; Retry and Catch; the intrinsic functions
-States.Format, States.MathAdd and States.Hash. tests/functional runs the same files through
-moto's interpreter and checks both agree.
+States.Format, States.MathAdd and States.Hash. tests/functional runs the same files, and
+purpose-written machines for every failure path, through moto's interpreter and checks both
+agree.
+
+Failures behave as AWS documents them:
+
+* Retry: each retrier counts its own attempts (`MaxAttempts`, default 3, 0 = never); the
+  n-th retry waits `IntervalSeconds × BackoffRate^(n-1)` (defaults 1 s and 2.0), capped at
+  `MaxDelaySeconds`, and with `JitterStrategy: FULL` a uniform draw in [0, that]. The wait
+  goes through `sleep` (a simulated clock in tests) and is recorded in the history's
+  `retries`. A retrier that matches but is exhausted ends the retrying; later retriers are
+  not consulted. `$$.State.RetryCount` counts the retries of the current state.
+* Catch: the first catcher whose ErrorEquals matches; its ResultPath places
+  `{"Error", "Cause"}` into the state's raw input (default `$`: replaces it).
+  `States.TaskFailed` matches every error but `States.Timeout`.
+* Map: items run concurrently, at most `MaxConcurrency` at a time (0: no limit), each in a
+  worker thread; results keep item order. The first iteration to fail fails the Map: no
+  further item starts, the ones in flight finish and are recorded MapIterationAborted, and
+  the Map's Retry/Catch see that first error. Distributed-Map fields
+  (ToleratedFailure*, ItemReader, ResultWriter, ItemBatcher) are refused with States.Runtime.
 
 Standard-workflow quotas are enforced as AWS enforces them, so a design that would break
 them in the cloud breaks here first:
@@ -20,6 +38,8 @@ them in the cloud breaks here first:
 Both are terminal: like States.Runtime errors (a path that selects nothing, a Choice variable
 that is missing), no Retry or Catch handles them, `States.ALL` included; the execution
 fails. A parent waiting on it with `.sync` sees States.TaskFailed, which it can catch.
+(moto's interpreter lets `States.ALL` catch States.Runtime; AWS documents that it does not,
+and this executor follows AWS.)
 """
 
 from __future__ import annotations
@@ -27,10 +47,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import random
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +61,16 @@ from chimera.domain.errors import ChimeraError
 
 Handler = Callable[[Any], Any]
 _MISSING = object()
+_MAX_DELAY_SECONDS = 31_622_401  # the largest MaxDelaySeconds ASL accepts
+_DISTRIBUTED_MAP_FIELDS = (
+    "ToleratedFailureCount",
+    "ToleratedFailurePercentage",
+    "ToleratedFailureCountPath",
+    "ToleratedFailurePercentagePath",
+    "ItemReader",
+    "ResultWriter",
+    "ItemBatcher",
+)
 
 HISTORY_EVENT_LIMIT = 25_000
 PAYLOAD_LIMIT_BYTES = 256 * 1024
@@ -62,6 +95,16 @@ class _StatesError(Exception):
 
 class _TerminalError(_StatesError):
     """States.Runtime and States.DataLimitExceeded: no Retry or Catch applies."""
+
+
+class TaskFailedError(Exception):
+    """Raised by a local job runner or integration to fail its task with a given Error and
+    Cause, as the AWS integration would (e.g. States.TaskFailed with DescribeJobs' JSON)."""
+
+    def __init__(self, error: str, cause: str) -> None:
+        super().__init__(f"{error}: {cause}")
+        self.error = error
+        self.cause = cause
 
 
 @dataclass
@@ -94,17 +137,22 @@ class ExecutionHistory:
     events: list[str] = field(default_factory=list)
     status: str = "RUNNING"
     largest_payload: int = 0
+    retries: list[tuple[str, float]] = field(default_factory=list)  # (state, delay in s)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, event: str) -> None:
-        if len(self.events) >= HISTORY_EVENT_LIMIT - 1 and event != "ExecutionSucceeded":
-            self.events.append("ExecutionFailed")
-            self.status = "FAILED"
-            raise _TerminalError("States.Runtime", _HISTORY_LIMIT_CAUSE)
-        self.events.append(event)
+        with self._lock:  # Map iterations record from several threads
+            if len(self.events) >= HISTORY_EVENT_LIMIT - 1 and event != "ExecutionSucceeded":
+                if self.status == "RUNNING":
+                    self.events.append("ExecutionFailed")
+                    self.status = "FAILED"
+                raise _TerminalError("States.Runtime", _HISTORY_LIMIT_CAUSE)
+            self.events.append(event)
 
     def measure(self, value: Any, what: str) -> None:
         size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-        self.largest_payload = max(self.largest_payload, size)
+        with self._lock:
+            self.largest_payload = max(self.largest_payload, size)
         if size >= PAYLOAD_LIMIT_BYTES:
             raise _TerminalError(
                 "States.DataLimitExceeded",
@@ -117,13 +165,16 @@ class AslExecutor:
     """`functions` maps Lambda ARNs to handlers; `jobs` maps job-definition ARNs to runners.
 
     `executions` holds every execution's history, children included, by execution ARN.
+    `sleep` is the clock retries and Wait states wait on (a no-op in tests: the delays are
+    still computed and recorded in each history's `retries`); `rng` draws the FULL jitter.
     """
 
     functions: dict[str, Handler]
     jobs: dict[str, Handler] = field(default_factory=dict)
     machines: dict[str, Machine] = field(default_factory=dict)
     on_state: Callable[[str, str, Any], None] | None = None  # (execution, state, its input)
-    retry_interval_scale: float = 1.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
     executions: dict[str, ExecutionHistory] = field(default_factory=dict)
 
     def register(self, name: str, arn: str, definition_text: str) -> Machine:
@@ -227,16 +278,11 @@ class AslExecutor:
             except _TerminalError:
                 raise
             except _StatesError as err:
-                handler = next(
-                    (c for c in state.get("Catch", []) if _matches(c["ErrorEquals"], err.error)),
-                    None,
-                )
+                handler = self._catcher(state, err)
                 if handler is None:
                     raise
                 history.add(f"{kind}StateExited")
-                data = _place(
-                    handler.get("ResultPath", "$"), data, {"Error": err.error, "Cause": err.cause}
-                )
+                data = self._caught(handler, data, err)
                 history.measure(data, f"{name} output")
                 name = handler["Next"]
                 continue
@@ -244,6 +290,70 @@ class AslExecutor:
             if state.get("End"):
                 return data
             name = state["Next"]
+
+    # -- the pieces of error handling and Map (each one a method, so a test can break it) --
+    def _catcher(self, state: dict[str, Any], err: _StatesError) -> dict[str, Any] | None:
+        """The first catcher whose ErrorEquals matches the error."""
+        return next(
+            (c for c in state.get("Catch", []) if _matches(c["ErrorEquals"], err.error)), None
+        )
+
+    def _caught(self, handler: dict[str, Any], data: Any, err: _StatesError) -> Any:
+        """The state's output when `handler` caught `err`: the error at its ResultPath."""
+        return _place(
+            handler.get("ResultPath", "$"), data, {"Error": err.error, "Cause": err.cause}
+        )
+
+    def _selected(self, state: dict[str, Any], result: Any, ctx: dict[str, Any]) -> Any:
+        """A Task's or Map's result after its ResultSelector."""
+        if "ResultSelector" in state:
+            return _render(state["ResultSelector"], result, ctx)
+        return result
+
+    def _retry_delay(self, rule: dict[str, Any], retry: int) -> float:
+        """Seconds before the `retry`-th retry (1-based) under `rule`, as AWS computes them."""
+        delay = float(rule.get("IntervalSeconds", 1)) * float(rule.get("BackoffRate", 2.0)) ** (
+            retry - 1
+        )
+        delay = min(delay, float(rule.get("MaxDelaySeconds", _MAX_DELAY_SECONDS)))
+        if rule.get("JitterStrategy", "NONE") == "FULL":
+            delay = self.rng.uniform(0, delay)
+        return delay
+
+    def _with_retry(
+        self,
+        state: dict[str, Any],
+        ctx: dict[str, Any],
+        history: ExecutionHistory,
+        call: Callable[[dict[str, Any]], Any],
+    ) -> Any:
+        """`call(ctx)` until it succeeds or no retrier allows another attempt."""
+        attempts: dict[int, int] = {}
+        retry_count = 0
+        while True:
+            attempt_ctx = {**ctx, "State": {**ctx["State"], "RetryCount": retry_count}}
+            try:
+                return call(attempt_ctx)
+            except _TerminalError:
+                raise
+            except _StatesError as err:
+                for i, rule in enumerate(state.get("Retry", [])):
+                    if _matches(rule["ErrorEquals"], err.error):
+                        attempts[i] = attempts.get(i, 0) + 1
+                        if attempts[i] > rule.get("MaxAttempts", 3):
+                            raise
+                        delay = self._retry_delay(rule, attempts[i])
+                        with history._lock:
+                            history.retries.append((ctx["State"]["Name"], delay))
+                        self.sleep(delay)
+                        retry_count += 1
+                        break
+                else:
+                    raise
+
+    def _map_items(self, items: list[Any]) -> list[Any]:
+        """The items a Map iterates over: all of them."""
+        return items
 
     def _step(
         self, state: dict[str, Any], data: Any, ctx: dict[str, Any], history: ExecutionHistory
@@ -258,42 +368,27 @@ class AslExecutor:
                 else state.get("Result", effective)
             )
         elif kind == "Task":
-            params = (
-                _render(state["Parameters"], effective, ctx) if "Parameters" in state else effective
-            )
-            history.measure(params, f"{state_name} input")
-            result = self._with_retry(
-                state, lambda: self._task(state["Resource"], params, ctx, history)
-            )
-            if "ResultSelector" in state:
-                result = _render(state["ResultSelector"], result, ctx)
+
+            def attempt(actx: dict[str, Any]) -> Any:
+                params = (
+                    _render(state["Parameters"], effective, actx)
+                    if "Parameters" in state
+                    else effective
+                )
+                history.measure(params, f"{state_name} input")
+                return self._task(state["Resource"], params, actx, history)
+
+            result = self._selected(state, self._with_retry(state, ctx, history, attempt), ctx)
         elif kind == "Map":
-            items = _select(state.get("ItemsPath", "$"), effective, ctx)
-            if not isinstance(items, list):
-                raise _TerminalError("States.Runtime", "ItemsPath did not select an array")
-            processor = state.get("ItemProcessor") or state["Iterator"]
-            history.add("MapStateStarted")
-            result = []
-            for index, item in enumerate(items):
-                item_ctx = {**ctx, "Map": {"Item": {"Index": index, "Value": item}}}
-                selector = state.get("ItemSelector", state.get("Parameters"))
-                item_input = _render(selector, effective, item_ctx) if selector else item
-                history.add("MapIterationStarted")
-                try:
-                    history.measure(item_input, f"{state_name} item {index} input")
-                    result.append(self._run(processor, item_input, item_ctx, history))
-                except _TerminalError:
-                    raise
-                except _StatesError:
-                    history.add("MapIterationFailed")
-                    history.add("MapStateFailed")
-                    raise
-                history.add("MapIterationSucceeded")
-            history.add("MapStateSucceeded")
-            if "ResultSelector" in state:
-                result = _render(state["ResultSelector"], result, ctx)
+            result = self._selected(
+                state,
+                self._with_retry(
+                    state, ctx, history, lambda actx: self._map(state, effective, actx, history)
+                ),
+                ctx,
+            )
         elif kind == "Wait":
-            time.sleep(min(float(state.get("Seconds", 0)), 1.0) * self.retry_interval_scale)
+            self.sleep(float(state.get("Seconds", 0)))
             result = effective
         else:
             raise _TerminalError("States.Runtime", f"state type {kind} is not supported locally")
@@ -302,26 +397,72 @@ class AslExecutor:
         history.measure(data, f"{state_name} output")
         return data
 
-    def _with_retry(self, state: dict[str, Any], call: Callable[[], Any]) -> Any:
-        attempts: dict[int, int] = {}
-        while True:
+    def _map(
+        self, state: dict[str, Any], effective: Any, ctx: dict[str, Any], history: ExecutionHistory
+    ) -> list[Any]:
+        state_name = ctx["State"]["Name"]
+        for unsupported in _DISTRIBUTED_MAP_FIELDS:
+            if unsupported in state:
+                raise _TerminalError(
+                    "States.Runtime", f"{state_name}: {unsupported} is not supported locally"
+                )
+        items = _select(state.get("ItemsPath", "$"), effective, ctx)
+        if not isinstance(items, list):
+            raise _TerminalError("States.Runtime", "ItemsPath did not select an array")
+        items = self._map_items(items)
+        limit = (
+            _select(state["MaxConcurrencyPath"], effective, ctx)
+            if "MaxConcurrencyPath" in state
+            else state.get("MaxConcurrency", 0)
+        )
+        if not _num(limit) or limit < 0:
+            raise _TerminalError("States.Runtime", f"{state_name}: MaxConcurrency {limit!r}")
+        processor = state.get("ItemProcessor") or state["Iterator"]
+        selector = state.get("ItemSelector", state.get("Parameters"))
+        history.add("MapStateStarted")
+        failures: list[_StatesError] = []
+        stop = threading.Event()
+
+        def iteration(index: int, item: Any) -> Any:
+            if stop.is_set():
+                return None  # never started: the Map already failed
+            item_ctx = {**ctx, "Map": {"Item": {"Index": index, "Value": item}}}
             try:
-                return call()
-            except _TerminalError:
-                raise
+                item_input = _render(selector, effective, item_ctx) if selector else item
+                history.add("MapIterationStarted")
+                history.measure(item_input, f"{state_name} item {index} input")
+                output = self._run(processor, item_input, item_ctx, history)
             except _StatesError as err:
-                for i, rule in enumerate(state.get("Retry", [])):
-                    if _matches(rule["ErrorEquals"], err.error):
-                        attempts[i] = attempts.get(i, 0) + 1
-                        if attempts[i] > rule.get("MaxAttempts", 3):
-                            raise
-                        delay = rule.get("IntervalSeconds", 1) * rule.get("BackoffRate", 2.0) ** (
-                            attempts[i] - 1
-                        )
-                        time.sleep(delay * self.retry_interval_scale)
-                        break
-                else:
-                    raise
+                with history._lock:
+                    failures.append(err)
+                stop.set()
+                if not isinstance(err, _TerminalError):
+                    history.add("MapIterationFailed")
+                raise
+            except BaseException:  # not a States error (the process is being stopped)
+                stop.set()
+                raise
+            history.add("MapIterationAborted" if stop.is_set() else "MapIterationSucceeded")
+            return output
+
+        workers = len(items) if not limit else min(int(limit), len(items))
+        results: list[Any] = []
+        if items:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=state_name) as pool:
+                futures = [pool.submit(iteration, i, item) for i, item in enumerate(items)]
+                for future in futures:
+                    exc = future.exception()
+                    if exc is None:
+                        results.append(future.result())
+                    elif not isinstance(exc, _StatesError):
+                        raise exc
+        if failures:
+            first = failures[0]
+            if not isinstance(first, _TerminalError):
+                history.add("MapStateFailed")
+            raise first
+        history.add("MapStateSucceeded")
+        return results
 
     def _task(
         self, resource: str, params: Any, ctx: dict[str, Any], history: ExecutionHistory
@@ -400,6 +541,8 @@ def _call(handler: Handler, params: Any) -> Any:
     try:
         # A JSON round trip, as over the wire: handlers get and return plain JSON.
         return json.loads(json.dumps(handler(json.loads(json.dumps(params)))))
+    except TaskFailedError as exc:
+        raise _StatesError(exc.error, exc.cause) from exc
     except Exception as exc:  # noqa: BLE001 - every task failure becomes a States error
         error = type(exc).__name__
         raise _StatesError(

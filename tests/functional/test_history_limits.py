@@ -114,7 +114,7 @@ class StandIns:
 def local_run(stand_ins: StandIns, **input_: Any) -> tuple[AslExecutor, Any | ExecutionFailedError]:
     executor = local_executor()
     executor.functions = {function_arn(pkg): stand_ins.dispatch(pkg) for _, pkg, _ in LAYERS}
-    executor.retry_interval_scale = 0.0
+    executor.sleep = lambda seconds: None  # retries wait on a simulated clock
     try:
         out = executor.start(RUN, {"execution_id": "cycle-1", "agent_id": "a", **input_}, "run")
     except ExecutionFailedError as exc:
