@@ -8,6 +8,8 @@ from chimera.domain.models import Decision
 from chimera.services.contracts import IngestRequest, IngestResult, KpiMessage, ReportRequest
 from chimera.services.deps import Deps
 
+REPORT_KEY = "refinement:report"
+
 
 def ingest(req: IngestRequest, deps: Deps) -> IngestResult:
     """Store KPI records not stored yet (idempotent by agent and job id)."""
@@ -21,7 +23,8 @@ def ingest_message(record: KpiMessage, deps: Deps) -> None:
 
 
 def report(req: ReportRequest, deps: Deps) -> dict[str, Any]:
-    decisions = deps.store.list_decisions(req.execution_id)
+    # Its own decision of a previous attempt is not part of what it reports.
+    decisions = [d for d in deps.store.list_decisions(req.execution_id) if d.key != REPORT_KEY]
     runs = [r for r in deps.store.list_runs() if r.execution_id == req.execution_id]
     summary = {
         "execution_id": req.execution_id,
@@ -44,6 +47,7 @@ def report(req: ReportRequest, deps: Deps) -> dict[str, Any]:
             layer="refinement",
             summary=f"report: {len(runs)} run(s), {len(decisions)} decision(s)",
             detail=summary,
+            key=REPORT_KEY,
         )
     )
     return summary
