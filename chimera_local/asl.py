@@ -380,13 +380,16 @@ class AslExecutor:
 
             result = self._selected(state, self._with_retry(state, ctx, history, attempt), ctx)
         elif kind == "Map":
-            result = self._selected(
-                state,
-                self._with_retry(
+            try:
+                result = self._with_retry(
                     state, ctx, history, lambda actx: self._map(state, effective, actx, history)
-                ),
-                ctx,
-            )
+                )
+            except _TerminalError:
+                raise
+            except _StatesError:
+                history.add("MapStateFailed")  # once, when the Map's retries are spent
+                raise
+            result = self._selected(state, result, ctx)
         elif kind == "Wait":
             self.sleep(float(state.get("Seconds", 0)))
             result = effective
@@ -457,10 +460,7 @@ class AslExecutor:
                     elif not isinstance(exc, _StatesError):
                         raise exc
         if failures:
-            first = failures[0]
-            if not isinstance(first, _TerminalError):
-                history.add("MapStateFailed")
-            raise first
+            raise failures[0]
         history.add("MapStateSucceeded")
         return results
 
@@ -545,9 +545,9 @@ def _call(handler: Handler, params: Any) -> Any:
         raise _StatesError(exc.error, exc.cause) from exc
     except Exception as exc:  # noqa: BLE001 - every task failure becomes a States error
         error = type(exc).__name__
-        raise _StatesError(
-            error, json.dumps({"errorMessage": str(exc), "errorType": error})
-        ) from exc
+        # Lambda's Python runtime reports {"errorMessage", "errorType", ...} as compact JSON.
+        cause = json.dumps({"errorMessage": str(exc), "errorType": error}, separators=(",", ":"))
+        raise _StatesError(error, cause) from exc
 
 
 def _matches(names: list[str], error: str) -> bool:

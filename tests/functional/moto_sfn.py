@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -143,3 +144,94 @@ def moto_step_functions(dispatch: Dispatch) -> Iterator[MotoStepFunctions]:
             )["stateMachineArn"]
             assert machines[name] == values[logical_state_machine_name(name)]
         yield MotoStepFunctions(sfn, machines)
+
+
+# -- purpose-written machines ------------------------------------------------------------
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:{}"
+MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:{}"
+
+
+class _RecordingTime:
+    """Stands in for the `time` module of moto's retrier: records each retry's wait."""
+
+    def __init__(self, delays: list[float]) -> None:
+        self.delays = delays
+
+    def sleep(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+@dataclass
+class MotoMachines:
+    client: Any
+    retry_delays: list[float]  # every retry's wait, in the order moto's retriers waited
+
+    def run(self, machine: str, name: str, input_: Any, timeout: float = 120) -> dict[str, Any]:
+        arn = self.client.start_execution(
+            stateMachineArn=MACHINE_ARN.format(machine), name=name, input=json.dumps(input_)
+        )["executionArn"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            described = self.client.describe_execution(executionArn=arn)
+            if described["status"] != "RUNNING":
+                described["events"] = [
+                    e["type"] for e in MotoStepFunctions(self.client, {}).history(arn)
+                ]
+                return described
+            time.sleep(0.02)
+        raise TimeoutError(f"{name} still running after {timeout} s")
+
+
+@contextmanager
+def moto_machines(
+    definitions: dict[str, str],
+    functions: dict[str, Callable[[Any], Any]],
+    jitter_seed: int = 0,
+) -> Iterator[MotoMachines]:
+    """`definitions` (name -> ASL text) created in moto; Lambda `functions` called in process.
+
+    Retries do not sleep: moto's retrier waits on a recorder (`retry_delays`), and its FULL
+    jitter draws from `random.Random(jitter_seed)`, so an executor seeded alike must draw the
+    same delays.
+    """
+    from moto.stepfunctions.parser.asl.component.common.retry import (
+        jitter_strategy_decl,
+        retrier_decl,
+    )
+
+    def invoke(self, function_name, qualifier, body, headers, response_headers):
+        handler = functions[function_name.split(":")[-1]]
+        try:
+            return json.dumps(handler(json.loads(body))).encode()
+        except Exception as exc:  # noqa: BLE001 - an unhandled error, as Lambda reports it
+            response_headers["x-amz-function-error"] = "Unhandled"
+            error = {"errorMessage": str(exc), "errorType": type(exc).__name__}
+            return json.dumps(error, separators=(",", ":")).encode()  # as Lambda's runtime
+
+    delays: list[float] = []
+    config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+    with ExitStack() as stack:
+        stack.enter_context(mock_aws(config=config))
+        stack.enter_context(mock.patch.object(LambdaSimpleBackend, "invoke", invoke))
+        stack.enter_context(mock.patch.object(retrier_decl, "time", _RecordingTime(delays)))
+        stack.enter_context(
+            mock.patch.object(jitter_strategy_decl, "random", random.Random(jitter_seed))
+        )
+        iam, lam, sfn = (
+            boto3.client(s, region_name="us-east-1") for s in ("iam", "lambda", "stepfunctions")
+        )
+        role = iam.create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as z:
+            z.writestr("handler.py", "def lambda_handler(event, context):\n    return event\n")
+        for name in functions:
+            lam.create_function(
+                FunctionName=name,
+                Runtime="python3.12",
+                Role=role,
+                Handler="handler.lambda_handler",
+                Code={"ZipFile": code.getvalue()},
+            )
+        for name, text in definitions.items():
+            sfn.create_state_machine(name=name, roleArn=role, definition=text)
+        yield MotoMachines(sfn, delays)
