@@ -48,12 +48,12 @@ def test_run_writes_are_conditional_on_the_revision_read(store):
 
 def test_runs_by_agent_and_status(store):
     store.put_agent(agent())
-    for i, status in enumerate((RunStatus.SUCCEEDED, RunStatus.RUNNING, RunStatus.FAILED)):
+    for i, status in enumerate((RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.RUNNING)):
         r = run(f"r{i}").model_copy(update={"started_at": T0 + timedelta(hours=i)})
         store.create_run(r)
         store.save_run(store.get_run(r.run_id).model_copy(update={"status": status}))
     running = store.list_runs("demo", status=RunStatus.RUNNING)
-    assert [r.run_id for r in running] == ["r1"]
+    assert [r.run_id for r in running] == ["r2"]
     assert [r.run_id for r in store.list_runs("demo")] == ["r0", "r1", "r2"]
     assert store.list_runs("other", status=RunStatus.RUNNING) == []
 
