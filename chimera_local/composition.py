@@ -21,12 +21,13 @@ def local_deps(settings: LocalSettings) -> Deps:
     bus = LocalBus(settings.home / "events.jsonl")
     store = SqliteStore(settings.home / "state.db", FileBlobs(settings.home / "blobs"))
     store.on_outbox = lambda: relay(store, bus)
+    policy = SandboxPolicy(allow_wasi=settings.allow_wasi)  # layer 3 and the sandbox share it
     deps = Deps(
         store=store,
         artifacts=LocalArtifacts(settings.agents_dir),
         bus=bus,
-        sandbox=Sandbox(cache_dir=settings.home / "modules"),
-        policy=SandboxPolicy(allow_wasi=settings.allow_wasi),
+        sandbox=Sandbox(cache_dir=settings.home / "modules", policy=policy),
+        policy=policy,
         settings=settings,
         workflows=LocalCycles(settings.home),
     )

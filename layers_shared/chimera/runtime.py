@@ -47,6 +47,7 @@ def _aws_deps(settings: AwsSettings) -> Deps:
         workflows = StepFunctionsWorkflows(
             settings.cycle_state_machine_arn, boto3.client("stepfunctions")
         )
+    policy = SandboxPolicy(allow_wasi=settings.allow_wasi)  # layer 3 and the sandbox share it
     return Deps(
         store=DynamoDbStore(
             settings.table_name,
@@ -55,8 +56,8 @@ def _aws_deps(settings: AwsSettings) -> Deps:
         ),
         artifacts=S3Artifacts(settings.bundle_bucket, settings.bundle_prefix, boto3.client("s3")),
         bus=EventBridgeBus(settings.bus_name, boto3.client("events")),
-        sandbox=Sandbox(cache_dir=None),
-        policy=SandboxPolicy(allow_wasi=settings.allow_wasi),
+        sandbox=Sandbox(cache_dir=None, policy=policy),
+        policy=policy,
         settings=settings,
         workflows=workflows,
     )

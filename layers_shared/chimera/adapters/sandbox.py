@@ -1,21 +1,41 @@
 """Layer 4's sandbox: wasmtime with fuel, memory limits, epoch (wall-clock) interruption.
 
 The only module that imports wasmtime. A guest failure of any kind becomes a GuestError with
-a readable reason; the host and its other instances keep serving.
+a readable reason and a stable kind; the host and its other instances keep serving.
+
+What a module may use is capped by the `SandboxPolicy` (domain/sandbox.py) twice: layer 3
+refuses a bundle whose module or manifest breaks it (`module_problems`), and `instantiate`
+refuses it again (defence in depth). Per instance: one memory and one table by default,
+pages in total across memories, table elements (`Store.set_limits`); per call: fuel and wall
+clock; per evaluation (one instance): total fuel and total guest wall clock. Engine features
+the ABI does not need (GC, threads, shared and 64-bit memories, exceptions, stack switching,
+components) are off.
 
 Guest calls go through wasmtime's C API (`wasmtime._ffi.wasmtime_func_call`, the checked call)
 with argument arrays built once, not through wasmtime-py's `Func.__call__`, which rebuilds the
 function's type and converts every argument on every call: for chimera_act's six i32 arguments
 that was ~95 µs of a ~125 µs batched step; the call itself is ~5 µs (bench/sandbox_bench.py).
 wasmtime is pinned to one major version (pyproject) because of these private names.
+
+Compiled modules are cached in memory and, given a folder, on disk. Deserializing compiled
+code trusts its bytes (a flipped byte can be an illegal instruction: SIGILL), so each file
+carries an HMAC-SHA256 under a key kept beside the cache (created on first use, mode 0600);
+a file that is truncated, corrupted, renamed or written without the key is ignored, deleted
+and rebuilt, never loaded. The key guards against damage and foreign files; whoever can
+write the key can write the cache, the same trust as the state database beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
+import hmac
 import importlib.metadata
 import json
+import math
+import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -26,11 +46,42 @@ import numpy as np
 import wasmtime
 from wasmtime import _ffi as ffi
 
+from chimera.domain.errors import ValidationFailedError
 from chimera.domain.models import ResourceLimits
-from chimera.domain.sandbox import GuestError, ModuleInfo
+from chimera.domain.sandbox import (
+    ABI_EXPORTS,
+    WASM_PAGE,
+    ExportType,
+    GuestError,
+    ModuleInfo,
+    SandboxPolicy,
+    limit_problems,
+    parse_guest_json,
+)
+from chimera.domain.wasm_binary import WasmFormatError, WasmLayout, read_layout
 
 _TICK_S = 0.005
 _WASMTIME_VERSION = importlib.metadata.version("wasmtime")
+# Engine features the agent ABI does not use: off, so a module cannot reach them. GC objects
+# in particular live outside linear memory, where Store.set_limits does not count them.
+_FEATURES_OFF = (
+    "wasm_gc",
+    "wasm_function_references",
+    "wasm_exceptions",
+    "wasm_stack_switching",
+    "wasm_threads",
+    "shared_memory",
+    "wasm_memory64",
+    "wasm_custom_page_sizes",
+    "wasm_component_model",
+    "wasm_wide_arithmetic",
+)
+# Names the engine's configuration in cache files: another configuration never loads them.
+_ENGINE_TAG = hashlib.sha256(
+    f"wasmtime{_WASMTIME_VERSION};fuel;epoch;off={','.join(_FEATURES_OFF)}".encode()
+).hexdigest()[:12]
+_MAC_BYTES = 32
+_KEY_FILE = "cache.key"
 
 
 def _tick(engine: wasmtime.Engine) -> None:
@@ -56,6 +107,8 @@ def shared_engine() -> wasmtime.Engine:
             cfg = wasmtime.Config()
             cfg.consume_fuel = True
             cfg.epoch_interruption = True
+            for feature in _FEATURES_OFF:
+                setattr(cfg, feature, False)
             _ENGINE = wasmtime.Engine(cfg)
             threading.Thread(
                 target=_tick, args=(_ENGINE,), name="chimera-epoch", daemon=True
@@ -63,17 +116,7 @@ def shared_engine() -> wasmtime.Engine:
         return _ENGINE
 
 
-_I32, _I64 = "i32", "i64"
-# Every export the host calls, with the signature it calls it with: (params, results).
-_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "chimera_abi_version": ((), (_I32,)),
-    "chimera_genome_len": ((), (_I32,)),
-    "chimera_obs_len": ((), (_I32,)),
-    "chimera_reset": ((), ()),
-    "chimera_alloc": ((_I32,), (_I32,)),
-    "chimera_act": ((_I32,) * 6, (_I32,)),
-    "chimera_predict": ((_I32, _I32), (_I64,)),
-}
+_I32 = "i32"
 
 
 class _Export:
@@ -127,51 +170,107 @@ class _Export:
 
 
 @dataclass(frozen=True)
-class _Buffers:
-    genomes: int
-    obs: int
-    out: int
-    n_agents: int
-    n_obs: int
-    shared: bool
+class _Compiled:
+    module: wasmtime.Module
+    layout: WasmLayout
+
+
+def _export_type(ty: Any) -> ExportType:
+    if isinstance(ty, wasmtime.FuncType):
+        return ExportType("func", tuple(map(str, ty.params)), tuple(map(str, ty.results)))
+    if isinstance(ty, wasmtime.MemoryType):
+        return ExportType("memory")
+    if isinstance(ty, wasmtime.TableType):
+        return ExportType("table")
+    if isinstance(ty, wasmtime.GlobalType):
+        return ExportType("global")
+    return ExportType(type(ty).__name__)
 
 
 class Sandbox:
-    """Compiles (with a cache) and instantiates agent modules under their limits."""
+    """Compiles (with a verified cache) and instantiates agent modules under the policy."""
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path | None = None, policy: SandboxPolicy | None = None) -> None:
         self.engine = shared_engine()
-        self._modules: dict[str, wasmtime.Module] = {}
+        self.policy = policy or SandboxPolicy()
+        self._modules: dict[str, _Compiled] = {}
         self._lock = threading.Lock()
         self.cache_dir = cache_dir
+        self._key: bytes | None = None
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
 
     # -- compilation ---------------------------------------------------------------------
     def compile(self, wasm: bytes) -> wasmtime.Module:
+        return self._compiled(wasm).module
+
+    def _compiled(self, wasm: bytes) -> _Compiled:
+        if len(wasm) > self.policy.max_module_bytes:
+            raise GuestError(
+                "policy-limit",
+                f"module is {len(wasm):,} bytes, policy cap {self.policy.max_module_bytes:,}",
+            )
         digest = hashlib.sha256(wasm).hexdigest()
         with self._lock:
-            module = self._modules.get(digest)
-            if module is not None:
-                return module
+            compiled = self._modules.get(digest)
+            if compiled is not None:
+                return compiled
             module = self._load_cached(digest) or self._compile_fresh(digest, wasm)
-            self._modules[digest] = module
-            return module
+            try:
+                layout = read_layout(wasm)
+            except WasmFormatError as exc:
+                raise GuestError("invalid-module", f"module not accepted: {exc}") from exc
+            compiled = self._modules[digest] = _Compiled(module, layout)
+            return compiled
 
     def _cache_path(self, digest: str) -> Path | None:
         if self.cache_dir is None:
             return None
-        return self.cache_dir / f"{digest}-wasmtime{_WASMTIME_VERSION}.cwasm"
+        return self.cache_dir / f"{digest}-wasmtime{_WASMTIME_VERSION}-{_ENGINE_TAG}.cwasm"
+
+    def _cache_key(self) -> bytes:
+        """This cache folder's HMAC key: made once (atomically, 0600), then read."""
+        if self._key is not None:
+            return self._key
+        assert self.cache_dir is not None
+        path = self.cache_dir / _KEY_FILE
+        with contextlib.suppress(OSError):
+            key = path.read_bytes()
+            if len(key) == _MAC_BYTES:
+                self._key = key
+                return key
+        tmp = self.cache_dir / f".{_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(_MAC_BYTES))
+        try:
+            os.link(tmp, path)  # first writer wins; the others read its key
+        except FileExistsError:
+            if len(path.read_bytes()) != _MAC_BYTES:  # a damaged key: replace it
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        key = path.read_bytes()
+        self._key = key
+        return key
+
+    def _mac(self, path: Path, code: bytes) -> bytes:
+        return hmac.new(self._cache_key(), path.name.encode() + b"\0" + code, "sha256").digest()
 
     def _load_cached(self, digest: str) -> wasmtime.Module | None:
         path = self._cache_path(digest)
         if path is None or not path.exists():
             return None
         try:
-            return wasmtime.Module.deserialize_file(self.engine, str(path))
-        except wasmtime.WasmtimeError:
-            path.unlink(missing_ok=True)  # stale or foreign: recompile
-            return None
+            data = path.read_bytes()
+            mac, code = data[:_MAC_BYTES], data[_MAC_BYTES:]
+            if len(mac) == _MAC_BYTES and hmac.compare_digest(mac, self._mac(path, code)):
+                return wasmtime.Module.deserialize(self.engine, code)
+        except (OSError, wasmtime.WasmtimeError):
+            pass
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)  # damaged, stale or foreign: rebuilt below
+        return None
 
     def _compile_fresh(self, digest: str, wasm: bytes) -> wasmtime.Module:
         try:
@@ -182,44 +281,175 @@ class Sandbox:
             ) from exc
         path = self._cache_path(digest)
         if path is not None:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(module.serialize())
-            tmp.replace(path)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            try:
+                code = bytes(module.serialize())
+                tmp.write_bytes(self._mac(path, code) + code)
+                tmp.replace(path)
+            except OSError:  # a cache that cannot be written is only slower
+                tmp.unlink(missing_ok=True)
         return module
 
     def inspect(self, wasm: bytes) -> ModuleInfo:
-        module = self.compile(wasm)
+        compiled = self._compiled(wasm)
         return ModuleInfo(
-            imports=tuple(f"{i.module}.{i.name}" for i in module.imports),
-            exports=tuple(e.name for e in module.exports),
+            imports=tuple(f"{i.module}.{i.name}" for i in compiled.module.imports),
+            exports=tuple(e.name for e in compiled.module.exports),
+            export_types={e.name: _export_type(e.type) for e in compiled.module.exports},
+            memories=compiled.layout.memories,
+            tables=compiled.layout.tables,
+            size=len(wasm),
         )
 
     # -- instantiation -------------------------------------------------------------------
     def instantiate(self, wasm: bytes, limits: ResourceLimits) -> AgentInstance:
-        module = self.compile(wasm)
+        policy = self.policy
+        problems = limit_problems(limits, policy)
+        if problems:
+            raise GuestError("policy-limit", "; ".join(problems))
+        compiled = self._compiled(wasm)
+        memories, tables = compiled.layout.memories, compiled.layout.tables
+        if len(memories) > policy.max_memories:
+            raise GuestError(
+                "memory-limit",
+                f"module declares {len(memories)} memories, policy allows {policy.max_memories}",
+            )
+        if len(tables) > policy.max_tables:
+            raise GuestError(
+                "table-limit",
+                f"module declares {len(tables)} tables, policy allows {policy.max_tables}",
+            )
+        # The manifest's pages are for the whole instance: shared out among its memories.
+        pages_each = limits.memory_pages // max(1, len(memories))
         store = wasmtime.Store(self.engine)
         store.set_limits(
-            memory_size=limits.memory_pages * 65536, table_elements=10_000, instances=1
+            memory_size=pages_each * WASM_PAGE,
+            table_elements=policy.max_table_elements,
+            instances=1,
+            tables=policy.max_tables,
+            memories=policy.max_memories,
         )
         linker = wasmtime.Linker(self.engine)
         if limits.wasi:
             linker.define_wasi()
             store.set_wasi(wasmtime.WasiConfig())  # no preopened dirs, no env, no args
-        store.set_fuel(limits.fuel_per_call)
-        store.set_epoch_deadline(_ticks(limits.wall_ms))
+        budget = _Budget(limits, policy)
+        fuel, ticks = budget.next_call()
+        store.set_fuel(fuel)
+        store.set_epoch_deadline(ticks)
+        started = time.perf_counter()
         try:
-            instance = linker.instantiate(store, module)
+            instance = linker.instantiate(store, compiled.module)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            raise _guest_error(exc, limits) from exc
-        return AgentInstance(store, instance, limits)
+            raise budget.failure(exc, fuel, ticks, memory_full=False) from exc
+        finally:
+            budget.spent(fuel - store.get_fuel(), time.perf_counter() - started)
+        return AgentInstance(store, instance, limits, policy, budget, pages_each)
+
+
+class _Budget:
+    """What one instance (one evaluation) may still spend, and how a failure is named."""
+
+    def __init__(self, limits: ResourceLimits, policy: SandboxPolicy) -> None:
+        self.limits = limits
+        self.call_ticks = _ticks(limits.wall_ms)
+        self.fuel_left = policy.evaluation_fuel
+        self.wall_left_s = policy.evaluation_wall_ms / 1000
+        self.evaluation_fuel = policy.evaluation_fuel
+        self.evaluation_wall_ms = policy.evaluation_wall_ms
+        self.calls = 0
+
+    def next_call(self) -> tuple[int, int]:
+        """(fuel, epoch ticks) for the next call: its own limits, or what the evaluation has
+        left if that is less. An evaluation with nothing left fails before the call."""
+        if self.fuel_left <= 0:
+            raise self._exhausted("fuel", f"{self.evaluation_fuel:,} fuel")
+        if self.wall_left_s <= 0:
+            raise self._exhausted("wall clock", f"{self.evaluation_wall_ms:,} ms")
+        fuel = min(self.limits.fuel_per_call, self.fuel_left)
+        ticks = min(self.call_ticks, max(1, math.ceil(self.wall_left_s / _TICK_S)))
+        return fuel, ticks
+
+    def spent(self, fuel: int, seconds: float) -> None:
+        self.fuel_left -= fuel
+        self.wall_left_s -= seconds
+        self.calls += 1
+
+    def _exhausted(self, what: str, budget: str) -> GuestError:
+        setting = "evaluation_fuel" if what == "fuel" else "evaluation_wall_ms"
+        return GuestError(
+            "evaluation-budget",
+            f"evaluation {what} budget of {budget} spent after {self.calls} guest calls "
+            f"(policy.{setting})",
+        )
+
+    def failure(self, exc: BaseException, fuel: int, ticks: int, memory_full: bool) -> GuestError:
+        """The GuestError for a trap or error from a call made with (fuel, ticks)."""
+        limits = self.limits
+        code = getattr(exc, "trap_code", None)
+        if code == wasmtime.TrapCode.OUT_OF_FUEL:
+            if fuel < limits.fuel_per_call:
+                return self._exhausted("fuel", f"{self.evaluation_fuel:,} fuel")
+            also = f" with memory at its {limits.memory_pages}-page limit" if memory_full else ""
+            return GuestError(
+                "out-of-fuel", f"fuel budget of {limits.fuel_per_call:,} per call exhausted{also}"
+            )
+        if code == wasmtime.TrapCode.INTERRUPT:
+            if ticks < self.call_ticks:
+                return self._exhausted("wall clock", f"{self.evaluation_wall_ms:,} ms")
+            return GuestError("timeout", f"wall-clock limit of {limits.wall_ms} ms exceeded")
+        if code == wasmtime.TrapCode.STACK_OVERFLOW:
+            return GuestError("stack-overflow", "guest call stack exhausted (unbounded recursion?)")
+        text = _first_line(exc)
+        if code is not None:
+            trap = str(code.name).lower().replace("_", " ")
+            if memory_full:  # the limiter refused a memory.grow and the guest gave up
+                return GuestError(
+                    "memory-limit",
+                    f"guest trapped ({trap}) with its memory at the {limits.memory_pages}-page "
+                    "limit: growing it was refused",
+                )
+            return GuestError("trap", f"guest trapped: {trap}")
+        return _instantiation_error(text, limits)
+
+
+def _instantiation_error(text: str, limits: ResourceLimits) -> GuestError:
+    if "memory" in text and ("exceeds memory limits" in text or "count too high" in text):
+        return GuestError("memory-limit", f"module needs more memory than allowed: {text}")
+    if "table" in text and ("exceeds table limits" in text or "count too high" in text):
+        return GuestError("table-limit", f"module needs a larger table than allowed: {text}")
+    if "unknown import" in text or "import" in text and "not" in text:
+        return GuestError("forbidden-import", f"module imports something not allowed: {text}")
+    return GuestError("trap", f"guest failed: {text}")
+
+
+@dataclass(frozen=True)
+class _Buffers:
+    genomes: int
+    obs: int
+    out: int
+    n_agents: int
+    n_obs: int
+    shared: bool
 
 
 class AgentInstance:
-    """One instantiated agent. After a GuestError it is poisoned: make a new one."""
+    """One instantiated agent, for one evaluation. After a GuestError it is poisoned."""
 
-    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, limits: ResourceLimits):
+    def __init__(
+        self,
+        store: wasmtime.Store,
+        instance: wasmtime.Instance,
+        limits: ResourceLimits,
+        policy: SandboxPolicy,
+        budget: _Budget,
+        pages: int,
+    ):
         self._store = store
         self._limits = limits
+        self._policy = policy
+        self._budget = budget
+        self._memory_cap = pages * WASM_PAGE  # bytes the exported memory may reach
         self.fuel_used = 0
         self.calls = 0
         self._buffers: _Buffers | None = None
@@ -232,67 +462,81 @@ class AgentInstance:
         # The per-call bookkeeping goes through the C API too (each wasmtime-py call on the
         # store costs about a microsecond): the store's context, fuel, the epoch deadline.
         self._ctx = store._context()
-        self._ticks = _ticks(limits.wall_ms)
         self._fuel = ctypes.c_uint64()
         self._fuel_ref = ctypes.byref(self._fuel)
         exports = instance.exports(store)
-        try:
-            memory = exports["memory"]
-        except KeyError as exc:
-            raise GuestError("missing-export", "module does not export memory") from exc
+        memory = self._get(exports, "memory")
         if not isinstance(memory, wasmtime.Memory):
-            raise GuestError("missing-export", "export 'memory' is not a memory")
+            raise GuestError("abi-mismatch", "export 'memory' is not a memory")
         self._memory: wasmtime.Memory = memory
         self._memory_ref = ctypes.byref(memory._memory)
         self._alloc = self._export(exports, "chimera_alloc")
         self._reset = self._export(exports, "chimera_reset")
         self._act = self._export(exports, "chimera_act")
         self._predict = self._export(exports, "chimera_predict")
+        version = self._call(self._export(exports, "chimera_abi_version"))
+        if version != 1:
+            raise GuestError("abi-mismatch", f"chimera_abi_version is {version}, the host speaks 1")
         self.genome_len = int(self._call(self._export(exports, "chimera_genome_len")))
         self.obs_len = int(self._call(self._export(exports, "chimera_obs_len")))
 
-    def _export(self, exports: Any, name: str) -> _Export:
-        """The export `name`, checked against the signature the host calls it with."""
+    @staticmethod
+    def _get(exports: Any, name: str) -> Any:
         try:
-            func = exports[name]
+            return exports[name]
         except KeyError:
             raise GuestError("missing-export", f"module does not export {name}") from None
-        params, results = _SIGNATURES[name]
+
+    def _export(self, exports: Any, name: str) -> _Export:
+        """The export `name`, checked against the kind and signature the host calls it with."""
+        func = self._get(exports, name)
+        want = ABI_EXPORTS[name]
         if not isinstance(func, wasmtime.Func):
-            raise GuestError("missing-export", f"export {name!r} is not a function")
-        ty = func.type(self._store)
-        found = tuple(map(str, ty.params)), tuple(map(str, ty.results))
-        if found != (params, results):
+            found = type(func).__name__.lower()
+            raise GuestError("abi-mismatch", f"export {name!r} is a {found}, the ABI needs {want}")
+        found_type = _export_type(func.type(self._store))
+        if found_type != want:
             raise GuestError(
-                "abi-mismatch",
-                f"export {name!r} has signature {found}, the ABI says {(params, results)}",
+                "abi-mismatch", f"export {name!r} is {found_type}, the ABI needs {want}"
             )
-        return _Export(func, params, results)
+        return _Export(func, want.params, want.results)
 
     # -- guest calls under the limits ----------------------------------------------------
     def _call(self, func: _Export, *args: int) -> Any:
         if self.poisoned:
             raise GuestError("poisoned", f"instance failed earlier: {self.poisoned}")
-        ctx, budget = self._ctx, self._limits.fuel_per_call
-        error = ffi.wasmtime_context_set_fuel(ctx, budget)
+        budget, ctx = self._budget, self._ctx
+        try:
+            fuel, ticks = budget.next_call()
+        except GuestError as exc:
+            self.poisoned = exc.reason
+            raise
+        error = ffi.wasmtime_context_set_fuel(ctx, fuel)
         if error:
             raise wasmtime.WasmtimeError._from_ptr(error)
-        ffi.wasmtime_context_set_epoch_deadline(ctx, self._ticks)
+        ffi.wasmtime_context_set_epoch_deadline(ctx, ticks)
+        started = time.perf_counter()
         try:
             result = func(ctx, *args)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            err = _guest_error(exc, self._limits)
+            err = budget.failure(exc, fuel, ticks, memory_full=self._memory_full())
             self.poisoned = err.reason
             raise err from exc
         finally:
             ffi.wasmtime_context_get_fuel(ctx, self._fuel_ref)
-            self.fuel_used += budget - self._fuel.value
+            used = fuel - self._fuel.value
+            budget.spent(used, time.perf_counter() - started)
+            self.fuel_used += used
             self.calls += 1
         self._sync_memory()  # only a guest call can grow the memory
         return result
 
     def _memory_size(self) -> int:
         return int(ffi.wasmtime_memory_data_size(self._ctx, self._memory_ref))
+
+    def _memory_full(self) -> bool:
+        """True when the next memory.grow would pass the limit (so it was likely refused)."""
+        return self._memory_size() + WASM_PAGE > self._memory_cap
 
     def _sync_memory(self) -> None:
         """Rebuild the whole-memory view if the memory's size changed (a grow may move it).
@@ -310,11 +554,17 @@ class AgentInstance:
         """Bytes [ptr, ptr + nbytes) of guest memory, bounds-checked, without a copy."""
         self._sync_memory()
         size = self._mem_size
-        if ptr <= 0 or ptr + nbytes > size:
+        if ptr <= 0 or nbytes < 0 or ptr + nbytes > size:
             raise GuestError("bad-pointer", f"guest buffer [{ptr}, {ptr + nbytes}) outside memory")
         return self._mem[ptr : ptr + nbytes]
 
     def _allocate(self, nbytes: int) -> int:
+        if nbytes > self._memory_cap or nbytes >= 2**31:
+            self.poisoned = "allocation above the memory limit"
+            raise GuestError(
+                "memory-limit",
+                f"{nbytes:,} bytes do not fit within {self._limits.memory_pages} pages",
+            )
         ptr = int(self._call(self._alloc, nbytes))
         if ptr == 0:
             self.poisoned = "allocation failed"
@@ -349,7 +599,11 @@ class AgentInstance:
         self._views_size = self._mem_size
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """One guest call for the whole population: returns out[n_agents, n_obs]."""
+        """One guest call for the whole population: returns out[n_agents, n_obs].
+
+        Outputs are returned as the guest wrote them, NaN included: which agent's outputs are
+        unusable is the suite's call (domain/suites.py fails that agent alone).
+        """
         b = self._buffers
         if b is None:
             raise GuestError("abi-misuse", "prepare() must come before act()")
@@ -370,8 +624,11 @@ class AgentInstance:
         return self._out_view.copy()
 
     def predict(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """The JSON-in/JSON-out entry point for single jobs."""
-        data = json.dumps(payload, separators=(",", ":")).encode()
+        """The JSON-in/JSON-out entry point for single jobs; the answer is bounded and finite."""
+        try:
+            data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        except ValueError as exc:
+            raise ValidationFailedError("observation", f"not a finite number: {exc}") from exc
         self._call(self._reset)
         ptr = self._allocate(len(data))
         self._view(ptr, len(data))[:] = np.frombuffer(data, dtype=np.uint8)
@@ -379,16 +636,14 @@ class AgentInstance:
         if packed < 0:
             raise GuestError("guest-error", f"chimera_predict rejected the input (code {packed})")
         out_ptr, out_len = packed >> 32, packed & 0xFFFFFFFF
-        raw = self._view(out_ptr, out_len).tobytes()
-        try:
-            answer = json.loads(raw)
-        except ValueError as exc:
+        if out_len > self._policy.max_answer_bytes:
             raise GuestError(
-                "guest-error", f"chimera_predict wrote invalid JSON: {raw[:80]!r}"
-            ) from exc
-        if not isinstance(answer, dict):
-            raise GuestError("guest-error", "chimera_predict must answer a JSON object")
-        return answer
+                "bad-output",
+                f"chimera_predict answered {out_len:,} bytes, the bound is "
+                f"{self._policy.max_answer_bytes:,}",
+            )
+        raw = self._view(out_ptr, out_len).tobytes()
+        return parse_guest_json(raw, self._policy, "chimera_predict")
 
 
 def _ticks(wall_ms: int) -> int:
@@ -397,21 +652,3 @@ def _ticks(wall_ms: int) -> int:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _guest_error(exc: BaseException, limits: ResourceLimits) -> GuestError:
-    code = getattr(exc, "trap_code", None)
-    if code == wasmtime.TrapCode.OUT_OF_FUEL:
-        return GuestError(
-            "out-of-fuel", f"fuel budget of {limits.fuel_per_call} per call exhausted"
-        )
-    if code == wasmtime.TrapCode.INTERRUPT:
-        return GuestError("timeout", f"wall-clock limit of {limits.wall_ms} ms exceeded")
-    if code == wasmtime.TrapCode.STACK_OVERFLOW:
-        return GuestError("stack-overflow", "guest call stack exhausted (unbounded recursion?)")
-    text = _first_line(exc)
-    if "unknown import" in text or "import" in text and "not" in text:
-        return GuestError("forbidden-import", f"module imports something not allowed: {text}")
-    if code is not None:
-        return GuestError("trap", f"guest trapped: {str(code.name).lower().replace('_', ' ')}")
-    return GuestError("trap", f"guest failed: {text}")

@@ -9,7 +9,7 @@ breast-cancer evolves on a stratified 80 % split and is judged on the other 20 %
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -26,9 +26,22 @@ class BatchPolicy(Protocol):
 
 @dataclass(frozen=True)
 class SuiteResult:
-    fitness: np.ndarray  # what evolution maximizes, per genome
+    fitness: np.ndarray  # what evolution maximizes, per genome (NaN: that genome failed)
     score: np.ndarray  # the KPI a person reads (mean return, accuracy), per genome
     steps: int  # environment steps or samples scored, all agents together
+    failures: dict[int, str] = field(default_factory=dict)  # genome index -> why it failed
+
+
+def _failed(finite: np.ndarray, what: str) -> dict[int, str]:
+    """Agents (rows of `finite`) that output a NaN or an infinity: that is no answer at all."""
+    bad = ~finite.all(axis=1)
+    return {int(i): f"non-finite {what} (NaN or infinity)" for i in np.flatnonzero(bad)}
+
+
+def _without(values: np.ndarray, failures: dict[int, str]) -> np.ndarray:
+    out = np.asarray(values, dtype=np.float64).copy()
+    out[list(failures)] = np.nan
+    return out
 
 
 class Suite(Protocol):
@@ -71,17 +84,20 @@ class CartPole:
             policy.prepare(np.repeat(genomes, episodes, axis=0), n_obs=1, shared=False)
             returns = np.zeros(n)
             alive = np.ones(n, dtype=bool)
+            finite = np.ones(n, dtype=bool)  # every action of this episode was a number
             steps = 0
             while alive.any():
                 action = policy.act(obs).reshape(n)
+                finite &= np.isfinite(action) | ~alive
                 obs, reward, terminated, truncated, _ = env.step((action > 0.5).astype(np.int64))
                 steps += int(alive.sum())
                 returns += reward * alive
                 alive &= ~(terminated | truncated)
         finally:
             env.close()
-        per_agent = returns.reshape(n_agents, episodes).mean(axis=1)
-        return SuiteResult(fitness=per_agent, score=per_agent, steps=steps)
+        failures = _failed(finite.reshape(n_agents, episodes), "action")
+        per_agent = _without(returns.reshape(n_agents, episodes).mean(axis=1), failures)
+        return SuiteResult(fitness=per_agent, score=per_agent, steps=steps, failures=failures)
 
 
 PACKAGED_SPLIT = Path(__file__).resolve().parents[1] / "data" / "breast_cancer_split.npz"
@@ -139,6 +155,8 @@ class BreastCancer:
         x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
         policy.prepare(genomes, n_obs=x.shape[0], shared=True)
         logits = policy.act(x).astype(np.float64)  # (n_agents, n_samples)
+        failures = _failed(np.isfinite(logits), "logit")
+        logits[list(failures)] = 0.0  # scored below as failed, whatever they compute to
         # Mean log-likelihood: smooth for the optimizer, unlike accuracy.
         loglik = -(np.logaddexp(0.0, -logits) * y + np.logaddexp(0.0, logits) * (1 - y)).mean(
             axis=1
@@ -146,7 +164,12 @@ class BreastCancer:
         weights = np.asarray(genomes, dtype=np.float64)[:, :-1]
         fitness = loglik - self.l2 * (weights**2).sum(axis=1)
         accuracy = ((logits > 0) == (y > 0.5)).mean(axis=1)
-        return SuiteResult(fitness=fitness, score=accuracy, steps=int(x.shape[0] * len(genomes)))
+        return SuiteResult(
+            fitness=_without(fitness, failures),
+            score=_without(accuracy, failures),
+            steps=int(x.shape[0] * len(genomes)),
+            failures=failures,
+        )
 
 
 SUITES: dict[str, Suite] = {s.name: s for s in (CartPole(), BreastCancer())}

@@ -13,7 +13,7 @@ from chimera.domain.errors import NotFoundError, ValidationFailedError
 from chimera.domain.events import KpiRecorded
 from chimera.domain.models import Agent, Alias, KpiRecord
 from chimera.domain.optimizers import Fitness
-from chimera.domain.sandbox import GuestError
+from chimera.domain.sandbox import GuestError, finite_number
 from chimera.domain.suites import get_suite
 from chimera.ports import AgentRuntime
 from chimera.services.contracts import (
@@ -53,9 +53,13 @@ def evaluate_shard(req: EvaluateShardRequest, deps: Deps) -> EvaluateShardResult
         result = get_suite(run.suite).evaluate(
             load_runtime(deps, agent), genomes, seed=generation_seed(run.seed, req.generation)
         )
-        # A non-finite score is a failed evaluation (NaN ranks last in every optimizer).
+        # A non-finite score is a failed evaluation (NaN ranks last in every optimizer); so is
+        # a candidate the suite failed (a NaN action). The shard fails when all of them did.
         fitness = [Fitness((float(f) if math.isfinite(f) else math.nan,)) for f in result.fitness]
+        if result.failures and len(result.failures) == len(individuals):
+            failed = f"every candidate failed: {next(iter(result.failures.values()))}"
     except GuestError as exc:
+        # A whole-shard failure (a trap, a budget, a bad module) fails every candidate in it.
         failed, fitness = exc.reason, [Fitness((math.nan,))] * len(individuals)
     deps.store.put_shard_fitness(
         req.run_id,
@@ -76,7 +80,10 @@ def _holdout_kpi(deps: Deps, agent: Agent, version: int, run_id: str, seed: int)
         result = suite.evaluate(
             runtime, np.array([genome.genes], dtype=np.float32), seed=seed, split="holdout"
         )
-        success, score, reason = True, float(result.score[0]), None
+        reason = result.failures.get(0)
+        success, score = reason is None, finite_number(float(result.score[0]))
+        if success and score is None:
+            success, reason = False, "non-finite score"
     except GuestError as exc:
         success, score, reason = False, None, exc.reason
     return KpiRecord(
@@ -127,32 +134,40 @@ def predict(req: PredictRequest, deps: Deps) -> PredictResult:
     alias = deps.store.get_alias(req.agent_id)
     if alias is None:
         raise NotFoundError("live alias of agent", req.agent_id)
+    for i, x in enumerate(req.observation):
+        if finite_number(x) is None:
+            raise ValidationFailedError(f"observation[{i}]", f"{x!r} is not a finite number")
     version = route(alias, req.job_id)
     genome = deps.store.get_genome(req.agent_id, version)
     started = time.perf_counter()
     runtime = None
+    score = None
+    failure: GuestError | None = None
     try:
         runtime = load_runtime(deps, agent)
         output = runtime.predict({"genome": list(genome.genes), "observation": req.observation})
-        failure = None
+        # The answer is bounded and finite JSON (the sandbox checked); its output must be a
+        # number: anything else is the guest's failure, recorded and answered as one.
+        score = finite_number(output.get("output"))
+        if score is None:
+            failure = GuestError("bad-output", "chimera_predict answered no finite numeric output")
     except GuestError as exc:
-        output, failure = {}, exc.reason
+        output, failure = {}, exc
     latency = (time.perf_counter() - started) * 1000
-    value = output.get("output")
     record = KpiRecord(
         agent_id=req.agent_id,
         genome_version=version,
         job_id=req.job_id,
         suite=agent.manifest.suite,
-        success=failure is None and isinstance(value, int | float),
-        score=float(value) if failure is None and isinstance(value, int | float) else None,
-        reason=failure or (None if isinstance(value, int | float) else "no numeric output"),
+        success=failure is None,
+        score=score if failure is None else None,
+        reason=failure.reason if failure is not None else None,
         latency_ms=latency,
         fuel=runtime.fuel_used if runtime is not None else 0,
     )
     deps.bus.publish([KpiRecorded(record=record)])
     if failure is not None:
-        raise GuestError("guest-error", failure)
+        raise GuestError(failure.kind, failure.reason)
     return PredictResult(
         agent_id=req.agent_id,
         genome_version=version,
