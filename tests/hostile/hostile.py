@@ -12,7 +12,8 @@ compiled by wasmtime.wat2wasm. Two families:
   host goes on serving.
 
 `sandbox_policy` names a policy the case needs (a small evaluation budget, so the test stays
-fast); otherwise the default policy applies. Used by tests/unit/test_sandbox.py and
+fast: CartPole episodes of an agent that always pushes left last about ten steps); otherwise
+the default policy applies. Used by tests/unit/test_sandbox.py and
 tests/functional/test_hostile_modules.py.
 """
 
@@ -299,13 +300,13 @@ RUNTIME = [
         "fuel-burner",
         "spends most of its per-call fuel on every call: each call is within its limits",
         "evaluation-budget",
-        "evaluation fuel budget of 40,000,000 fuel spent",
+        "evaluation fuel budget of 10,000,000 fuel spent",
         {
-            "act_later": "(local.set $k (i32.const 500000)) (loop $l (local.set $k"
+            "act_later": "(local.set $k (i32.const 750000)) (loop $l (local.set $k"
             " (i32.sub (local.get $k) (i32.const 1))) (br_if $l (local.get $k)))"
         },
         sandbox_policy={
-            "evaluation_fuel": 40_000_000,
+            "evaluation_fuel": 10_000_000,
             "max_fuel_per_call": 5_000_000,
         },
         stage="act",
@@ -314,13 +315,13 @@ RUNTIME = [
         "slow-calls",
         "spends about 0.1 s on every call: under its wall limit, with fuel to spare",
         "evaluation-budget",
-        "evaluation wall clock budget of 300 ms spent",
+        "evaluation wall clock budget of 500 ms spent",
         {
             "act_later": "(local.set $k (i32.const 50000000)) (loop $l (local.set $k"
             " (i32.sub (local.get $k) (i32.const 1))) (br_if $l (local.get $k)))"
         },
-        sandbox_policy={"evaluation_wall_ms": 300, "max_wall_ms": 300},
-        limits={"wall_ms": 300, "fuel_per_call": 2_000_000_000},
+        sandbox_policy={"evaluation_wall_ms": 500, "max_wall_ms": 500},
+        limits={"wall_ms": 400, "fuel_per_call": 2_000_000_000},
         stage="act",
     ),
     Hostile(
