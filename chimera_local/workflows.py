@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from chimera.catalog import (
@@ -18,9 +22,11 @@ from chimera.catalog import (
     logical_state_machine_name,
     substitute,
 )
-from chimera.domain.errors import ChimeraError
+from chimera.runtime import deps
+from chimera.settings import LocalSettings
 
-from chimera_local.asl import AslExecutor
+from chimera_local.asl import AslExecutor, TaskFailedError
+from gpu_jobs.evaluate_population import definition
 
 ACCOUNT = "000000000000"
 REGION = "local"
@@ -67,21 +73,84 @@ def handler_for(package: str) -> Callable[[Any], Any]:
     return lambda event: module.lambda_handler(event, context)
 
 
-class BatchJobError(ChimeraError):
-    pass
+ESSENTIAL_CONTAINER_EXITED = "Essential container in task exited"
+
+
+def _millis() -> int:
+    return int(time.time() * 1000)
+
+
+def _job_log_dir() -> Path:
+    settings = deps().settings  # this deployment's, whatever the job's environment says
+    home = settings.home if isinstance(settings, LocalSettings) else Path(".chimera")
+    return home / "jobs"
 
 
 def run_gpu_job(params: dict[str, Any]) -> dict[str, Any]:
-    """batch:submitJob.sync locally: the gpu_jobs entrypoint in a subprocess, waited for."""
-    args = [sys.executable, "-m", f"gpu_jobs.{GPU_JOB}.entrypoint"]
-    for key, value in sorted(params.get("Parameters", {}).items()):
-        args += [f"--{key.replace('_', '-')}", str(value)]
-    proc = subprocess.run(args, capture_output=True, text=True, env=os.environ.copy())
-    if proc.returncode != 0:
-        raise BatchJobError(
-            f"job {params.get('JobName')} exited {proc.returncode}: {proc.stderr.strip()[-500:]}"
+    """batch:submitJob.sync locally: the job definition's command in a subprocess, waited for.
+
+    Like Batch, the job gets AWS_BATCH_JOB_ID and AWS_BATCH_JOB_ATTEMPT, its output goes to a
+    log (here `<home>/jobs/<job id>.log`, named in LogStreamName), a failed attempt is retried
+    or not by the job definition's EvaluateOnExit, and the task's result is what the .sync
+    integration returns: DescribeJobs' job with its keys capitalised. A failed job fails the
+    task with States.TaskFailed and that job as the Cause's JSON (status, status reason,
+    each attempt's exit code and log), as in AWS.
+    """
+    parameters = {str(k): str(v) for k, v in params.get("Parameters", {}).items()}
+    job_id = str(uuid.uuid4())
+    log_dir = _job_log_dir()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = str(log_dir / f"{job_id}.log")
+    command = definition.command(parameters)
+    argv = [sys.executable, *command[1:]]  # "python": this interpreter
+    env = os.environ | {"AWS_BATCH_JOB_ID": job_id, "MANAGED_BY_AWS": "STARTED_BY_STEP_FUNCTIONS"}
+    created = _millis()
+    attempts: list[dict[str, Any]] = []
+    while True:
+        env["AWS_BATCH_JOB_ATTEMPT"] = str(len(attempts) + 1)
+        started = _millis()
+        with open(log, "a") as out:
+            code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+        exit_code = code if code >= 0 else 128 - code  # killed by signal n: 128 + n, as ECS
+        attempts.append(
+            {
+                "Container": {"ExitCode": exit_code, "LogStreamName": log},
+                "StartedAt": started,
+                "StatusReason": ESSENTIAL_CONTAINER_EXITED,
+                "StoppedAt": _millis(),
+            }
         )
-    return {"JobName": params.get("JobName"), "Status": "SUCCEEDED"}
+        if (
+            exit_code == 0
+            or len(attempts) >= definition.ATTEMPTS
+            or definition.action_on_exit(
+                exit_code=exit_code, status_reason=ESSENTIAL_CONTAINER_EXITED
+            )
+            == "EXIT"
+        ):
+            break
+    job = {
+        "Attempts": attempts,
+        "Container": {"Command": command, "ExitCode": exit_code, "LogStreamName": log},
+        "CreatedAt": created,
+        "DependsOn": [],
+        "JobArn": f"arn:aws:batch:{REGION}:{ACCOUNT}:job/{job_id}",
+        "JobDefinition": params.get("JobDefinition"),
+        "JobId": job_id,
+        "JobName": params.get("JobName"),
+        "JobQueue": params.get("JobQueue"),
+        "Parameters": parameters,
+        "RetryStrategy": definition.RETRY_STRATEGY,
+        "StartedAt": attempts[0]["StartedAt"],
+        "Status": "SUCCEEDED" if exit_code == 0 else "FAILED",
+        "StatusReason": ESSENTIAL_CONTAINER_EXITED,
+        "StoppedAt": attempts[-1]["StoppedAt"],
+        "Tags": {},
+    }
+    if exit_code != 0:
+        cause = json.dumps(job, separators=(",", ":"), sort_keys=True)
+        raise TaskFailedError("States.TaskFailed", cause)
+    return job
 
 
 def local_executor(on_state: Callable[[str, str, Any], None] | None = None) -> AslExecutor:
