@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from chimera.domain.errors import ChimeraError
+from chimera.domain.errors import ChimeraError, CorruptStateError, NotFoundError
 from chimera.settings import LocalSettings
 
 # `chimera run` when another execution drives some agent's run (sysexits' EX_TEMPFAIL:
@@ -104,22 +105,19 @@ def _holdout_scores(store: Any, agent_id: str) -> dict[int, float | None]:
     return scores
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from chimera.runtime import deps
-
-    store = deps().store
-    agents = store.list_agents()
-    rows = []
-    for agent in agents:
-        names = [g.name for g in agent.manifest.genome]
+def _status_row(store: Any, agent: Any) -> dict[str, Any]:
+    """One agent's row; stored state of it that does not read is named under `problems`."""
+    names = [g.name for g in agent.manifest.genome]
+    row: dict[str, Any] = {
+        "agent_id": agent.agent_id,
+        "suite": agent.manifest.suite,
+        "weights": {},
+        "live_version": None,
+        "genes": None,
+        "problems": [],
+    }
+    try:
         alias = store.get_alias(agent.agent_id)
-        row: dict[str, Any] = {
-            "agent_id": agent.agent_id,
-            "suite": agent.manifest.suite,
-            "weights": {},
-            "live_version": None,
-            "genes": None,
-        }
         if alias is not None:
             genome = store.get_genome(agent.agent_id, alias.primary_version)
             row |= {
@@ -131,22 +129,35 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "training_fitness": genome.fitness,
                 "holdout_score": _holdout_scores(store, agent.agent_id).get(genome.version),
             }
-        runs = store.list_runs(agent.agent_id)
-        if runs:
-            last = runs[-1]
-            row["last_run"] = {
-                "run_id": last.run_id,
-                "status": last.status.value,
-                "generations": last.generation,
-                "decision": last.decision,
-            }
-        rows.append(row)
+    except (CorruptStateError, NotFoundError) as exc:
+        row["problems"].append(f"live genome: {exc}")
+    runs = store.list_runs(agent.agent_id)
+    if runs:
+        last = runs[-1]
+        row["last_run"] = {
+            "run_id": last.run_id,
+            "status": last.status.value,
+            "generations": last.generation,
+            "decision": last.decision,
+        }
+    return row
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Every agent's live genome and last run. Stored items that do not read are skipped and
+    listed (stdout, or stderr beside --json): one bad record never hides the others."""
+    from chimera.runtime import deps
+
+    store = deps().store
+    rows = [_status_row(store, agent) for agent in store.list_agents()]
+    quarantined = store.list_quarantined()
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
+        for q in quarantined:
+            print(f"chimera: unreadable, skipped: {q.pk}/{q.sk}: {q.reason}", file=sys.stderr)
         return 0
     if not rows:
         print("No agents yet: run `chimera run` first.")
-        return 0
     for row in rows:
         print(f"{row['agent_id']}  ({row['suite']})")
         if row["live_version"] is None:
@@ -163,12 +174,19 @@ def cmd_status(args: argparse.Namespace) -> int:
             genes = ", ".join(f"{k}={v:.4g}" for k, v in list(live_genes.items())[:8])
             more = len(live_genes) - 8
             print(f"  genes: {genes}" + (f", ... (+{more})" if more > 0 else ""))
+        for problem in row["problems"]:
+            print(f"  problem: {problem}")
         if "last_run" in row:
             r = row["last_run"]
             print(
                 f"  last run: {r['run_id']} {r['status']}, {r['generations']} generations, "
                 f"{r['decision']}"
             )
+    if quarantined:
+        print(f"\nUnreadable stored items, skipped ({len(quarantined)}):")
+        for q in quarantined:
+            print(f"  {q.pk}/{q.sk}: {q.reason}")
+        print("  (fix or delete each item; readers go on without it meanwhile)")
     return 0
 
 
@@ -208,8 +226,11 @@ def cmd_genomes(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from chimera.runtime import deps
+
     from chimera_local.serve import make_server
 
+    deps()  # a damaged or unreadable state.db is refused now, not at the first request
     server = make_server(args.host, args.port)
     host, port = str(server.server_address[0]), int(server.server_address[1])
     print(f"chimera serve: http://{host}:{port}  (OpenAPI: docs/openapi.json; Ctrl-C stops)")
@@ -222,23 +243,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _objective(text: str) -> str:
+    """--objective: what the plan records (PlanRequest.objective: 1 to 500 characters)."""
+    if not 1 <= len(text) <= 500:
+        raise argparse.ArgumentTypeError(f"1 to 500 characters, got {len(text)}")
+    return text
+
+
+def _agent_id(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", text):
+        shown = text if len(text) <= 80 else text[:80] + "..."
+        raise argparse.ArgumentTypeError(
+            f"{shown!r} is not an agent id (lowercase letters, digits and '-', at most 63)"
+        )
+    return text
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a port (0 to 65535)")
+    return port
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chimera", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a full optimization cycle on the bundled agents")
-    run.add_argument("--objective", default="improve every agent on its suite")
+    run.add_argument("--objective", default="improve every agent on its suite", type=_objective)
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="the live genome of every agent, from the store")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
     genomes = sub.add_parser("genomes", help="an agent's genome versions")
-    genomes.add_argument("agent_id")
+    genomes.add_argument("agent_id", type=_agent_id)
     genomes.add_argument("--json", action="store_true")
     genomes.set_defaults(func=cmd_genomes)
     serve = sub.add_parser("serve", help="answer the HTTP API on localhost (same resolver)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=_port, default=8080)
     serve.set_defaults(func=cmd_serve)
     args = parser.parse_args(argv)
     try:

@@ -10,7 +10,8 @@ document declares them and infra_cdk builds the methods from it).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
@@ -24,12 +25,13 @@ from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from chimera.domain.errors import (
     TAXONOMY,
     ChimeraError,
     ConflictError,
+    CorruptStateError,
     ErrorKind,
     GuestError,
     NotFoundError,
@@ -92,8 +94,17 @@ class JsonApiResolver(APIGatewayRestResolver):
         return super().resolve(event, context)
 
 
+def _json_body(text: str) -> Any:
+    """json.loads, with a body nested past the parser's recursion limit as invalid JSON
+    (a 400 naming the body) rather than a RecursionError (a 500)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
 logger = Logger(service="chimera-api")
-app = JsonApiResolver(enable_validation=True)
+app = JsonApiResolver(enable_validation=True, json_body_deserializer=_json_body)
 
 AgentIdPath = Annotated[
     str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="agent id", alias="id")
@@ -104,6 +115,8 @@ RunIdPath = Annotated[
 
 
 class PredictBody(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)  # JSON's 1e999 arrives as infinity
+
     job_id: str = Field(min_length=1, max_length=256)
     observation: list[float] = Field(min_length=1, max_length=4096)
 
@@ -123,6 +136,17 @@ def responses(ok: int, what: str, *classes: type[ChimeraError]) -> dict[int, Ope
             "content": {"application/json": {"model": ErrorBody}},
         }
     return out
+
+
+@contextmanager
+def _path_id(value: str) -> Iterator[None]:
+    """A route's unknown {id} is a 404 naming the path parameter `id`."""
+    try:
+        yield
+    except NotFoundError as exc:
+        if exc.key != value:
+            raise  # something else it names is missing (a live alias, a genome version)
+        raise NotFoundError(exc.kind, exc.key, field="id") from exc
 
 
 def _error(status: int, body: ErrorBody) -> Response[ErrorBody]:
@@ -158,7 +182,8 @@ def _bad_request(exc: RequestValidationError) -> Response[ErrorBody]:
     loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "path", "query")]
     field, message = ".".join(loc) or "body", str(err.get("msg", "invalid"))
     if err.get("type") == "json_invalid":  # loc holds the character position
-        field, message = "body", f"not valid JSON (at character {loc[0] if loc else '?'})"
+        why = (err.get("ctx") or {}).get("error") or "not valid JSON"
+        field, message = "body", f"not valid JSON: {why} (at character {loc[0] if loc else '?'})"
     return _error(
         400,
         ErrorBody(
@@ -224,14 +249,26 @@ def get_health() -> Response[Health]:
     "/agents/<id>/predict",
     summary="Run one job on the agent's live genome (routed by alias weights)",
     security=CLIENT,
-    responses=responses(200, "the agent's answer", NotFoundError, GuestError, UnavailableError),
+    responses=responses(
+        200,
+        "the agent's answer",
+        NotFoundError,
+        GuestError,
+        UnavailableError,
+        CorruptStateError,
+    ),
 )
 def post_predict(agent_id: AgentIdPath, body: Annotated[PredictBody, Body()]) -> PredictResult:
     request = PredictRequest(agent_id=agent_id, job_id=body.job_id, observation=body.observation)
-    return execution.predict(request, deps())
+    with _path_id(agent_id):
+        return execution.predict(request, deps())
 
 
-@app.get("/agents", summary="Every discovered agent", security=OPERATOR)
+@app.get(
+    "/agents",
+    summary="Every discovered agent (one whose stored state does not read lists its problems)",
+    security=OPERATOR,
+)
 def get_agents() -> list[AgentView]:
     return queries.list_agents(deps())
 
@@ -240,37 +277,40 @@ def get_agents() -> list[AgentView]:
     "/agents/<id>",
     summary="One agent",
     security=OPERATOR,
-    responses=responses(200, "the agent", NotFoundError),
+    responses=responses(200, "the agent", NotFoundError, CorruptStateError),
 )
 def get_agent(agent_id: AgentIdPath) -> AgentView:
-    return queries.get_agent(agent_id, deps())
+    with _path_id(agent_id):
+        return queries.get_agent(agent_id, deps())
 
 
 @app.get(
     "/agents/<id>/genomes",
     summary="An agent's genome versions",
     security=OPERATOR,
-    responses=responses(200, "versions, oldest first", NotFoundError),
+    responses=responses(200, "versions, oldest first", NotFoundError, CorruptStateError),
 )
 def get_genomes(agent_id: AgentIdPath) -> list[GenomeView]:
-    return queries.list_genomes(agent_id, deps())
+    with _path_id(agent_id):
+        return queries.list_genomes(agent_id, deps())
 
 
 @app.get(
     "/runs/<id>",
     summary="An evolution run and its fitness history",
     security=OPERATOR,
-    responses=responses(200, "the run", NotFoundError),
+    responses=responses(200, "the run", NotFoundError, CorruptStateError),
 )
 def get_run(run_id: RunIdPath) -> RunView:
-    return queries.get_run(run_id, deps())
+    with _path_id(run_id):
+        return queries.get_run(run_id, deps())
 
 
 @app.post(
     "/kpis",
     summary="Record KPIs (idempotent by agent and job id; the same path as the SQS ingestion)",
     security=CLIENT,
-    responses=responses(200, "how many records were new", UnavailableError),
+    responses=responses(200, "how many records were new", NotFoundError, UnavailableError),
 )
 def post_kpis(body: Annotated[KpiBatch, Body()]) -> IngestResult:
     return refinement.ingest(IngestRequest(records=body.records), deps())

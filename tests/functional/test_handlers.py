@@ -99,8 +99,9 @@ def test_bad_manifest_is_rejected_with_its_field(home, only_cartpole):
     assert out["rejected"][0]["error"].startswith("manifest.genome.0")
 
 
-def test_kpis_from_sqs_report_partial_batch_failures(home, repo):
-    """EventBridge envelopes inside an SQS batch: bad ones fail alone, duplicates are no-ops."""
+def test_kpis_from_sqs_report_partial_batch_failures(bootstrapped, repo):
+    """EventBridge envelopes inside an SQS batch: bad ones fail alone, duplicates are no-ops.
+    (KPIs are of a known agent and genome version: bootstrapped makes cartpole-linear v1.)"""
     batch = json.loads((repo / "tests" / "events" / "sqs_kpi_batch.json").read_text())
     answer = handler_for("refinement")(batch)
     assert answer == {

@@ -10,7 +10,11 @@ models and items lives here once, one section per aggregate. Rules both adapters
 - one index, gsi1 (gsi1pk, gsi1sk), answers runs by agent and status, KPIs by agent, genome
   version and time, costs by period, and the pending outbox;
 - events that announce a state change are outbox items written in the same transaction
-  (published after: DynamoDB Streams -> EventBridge Pipes in the cloud, a relay locally).
+  (published after: DynamoDB Streams -> EventBridge Pipes in the cloud, a relay locally);
+- no document holds NaN or infinity: a write that would is refused, naming the field;
+- a stored item that cannot be parsed (written by hand, by an older version, by a bug, or
+  damaged) never fails a list read: it is skipped, logged with its key and noted under the
+  QUARANTINE partition (`list_quarantined`); a single read raises CorruptStateError naming it.
 """
 
 from __future__ import annotations
@@ -18,15 +22,20 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import logging
+import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
+
+from pydantic import ValidationError
 
 from chimera.domain.errors import (
     BudgetExceededError,
     ConflictError,
+    CorruptStateError,
     NotFoundError,
     ValidationFailedError,
 )
@@ -41,10 +50,14 @@ from chimera.domain.models import (
     Generation,
     Genome,
     KpiRecord,
+    Quarantined,
     RunStatus,
     utcnow,
 )
 from chimera.ports import BlobStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ABSENT = "absent"
 MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's limit, attribute names included
@@ -52,7 +65,23 @@ INLINE_BYTES = 64 * 1024  # larger documents go to the blob store
 KPI_TTL_S = 90 * 86400
 OUTBOX_TTL_S = 7 * 86400
 INDEX = "gsi1"
+QUARANTINE = "QUARANTINE"
+UNREADABLE = "\x00"  # an adapter's stand-in for a doc it could not decode, then the reason
 _EVENTS = {cls.detail_type: cls for cls in EVENT_TYPES}
+
+
+class Row(NamedTuple):
+    """One stored item as a query returns it: its table keys and its document."""
+
+    pk: str
+    sk: str
+    doc: str
+
+
+def unreadable(why: str) -> str:
+    """What an adapter returns for a document it cannot decode (bad UTF-8, no doc attribute):
+    the reader then names the item and the reason, as for a document it cannot parse."""
+    return UNREADABLE + why
 
 
 @dataclass(frozen=True)
@@ -116,6 +145,58 @@ def _guard(puts: Sequence[Write]) -> None:
                 "item",
                 f"{put.pk}/{put.sk} would be {size} bytes, over the 400 KB item limit",
             )
+    _finite(puts)
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(name)
+
+
+def _finite(writes: Sequence[Write]) -> None:
+    """Refuse a document holding NaN or infinity (json.dumps writes them as NaN/Infinity,
+    pydantic as null: either way the stored item would not read back as it was meant)."""
+    for w in writes:
+        if isinstance(w, Add):
+            if not (math.isfinite(w.delta) and (w.ceiling is None or math.isfinite(w.ceiling))):
+                raise ValidationFailedError("delta", f"{w.pk}/{w.sk}: not a finite number")
+            continue
+        for text in (w.doc, *w.attrs.values()):
+            if "NaN" not in text and "Infinity" not in text:
+                continue  # the common case: nothing to parse
+            try:
+                json.loads(text, parse_constant=_no_constant)
+            except ValueError:
+                where, value = _first_non_finite(json.loads(text))
+                raise ValidationFailedError(
+                    where or "item", f"{w.pk}/{w.sk}: {value} is not a finite number; not stored"
+                ) from None
+
+
+def _first_non_finite(value: Any, path: str = "") -> tuple[str, Any]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    items: Any = ()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    for key, inner in items:
+        found = _first_non_finite(inner, f"{path}.{key}" if path else str(key))
+        if found[0] or found[1] is not None:
+            return found
+    return "", None
+
+
+def _why(exc: BaseException) -> str:
+    """One line on why a stored document does not parse (the first field pydantic names)."""
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or exc.title
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return f"{where}: {err['msg']}{more}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON ({exc.msg} at character {exc.pos}: truncated or damaged)"
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _iso(at: datetime) -> str:
@@ -127,17 +208,19 @@ class KeyValueStore(abc.ABC):
 
     def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
+        self._noted: set[tuple[str, str]] = set()  # unreadable items noted by this process
 
     # -- primitives -----------------------------------------------------------------------
     @abc.abstractmethod
-    def _get(self, pk: str, sk: str) -> str | None: ...
+    def _get(self, pk: str, sk: str) -> str | None:
+        """The item's doc (or `unreadable(why)`), None if there is no such item."""
 
     @abc.abstractmethod
     def _get_num(self, pk: str, sk: str) -> float: ...
 
     @abc.abstractmethod
-    def _run_query(self, q: Query) -> list[str]:
-        """Docs under q.pk (of the table, or of gsi1 when q.index), ordered by sort key."""
+    def _run_query(self, q: Query) -> list[Row]:
+        """Items under q.pk (of the table, or of gsi1 when q.index), ordered by sort key."""
 
     @abc.abstractmethod
     def _commit(self, writes: Sequence[Write]) -> None:
@@ -148,7 +231,86 @@ class KeyValueStore(abc.ABC):
         """Put unless the item exists; True if it was new (a checked put only)."""
 
     def _query(self, pk: str, **options: Any) -> list[str]:
+        return [row.doc for row in self._run_query(Query(pk, **options))]
+
+    def _rows(self, pk: str, **options: Any) -> list[Row]:
         return self._run_query(Query(pk, **options))
+
+    # -- reading: a document that does not parse is named, and skipped by list reads -------
+    def _read(self, parse: Callable[[str], T], row: Row) -> T:
+        """Parse one stored document; CorruptStateError naming the item if it cannot be."""
+        if row.doc.startswith(UNREADABLE):
+            raise CorruptStateError(f"{row.pk}/{row.sk}", row.doc[len(UNREADABLE) :])
+        try:
+            return parse(row.doc)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise CorruptStateError(f"{row.pk}/{row.sk}", _why(exc)) from exc
+        except NotFoundError as exc:  # a large document's blob is missing
+            raise CorruptStateError(f"{row.pk}/{row.sk}", str(exc)) from exc
+
+    def _read_one(self, parse: Callable[[str], T], pk: str, sk: str) -> T | None:
+        doc = self._get(pk, sk)
+        return None if doc is None else self._read(parse, Row(pk, sk, doc))
+
+    def _read_all(self, parse: Callable[[str], T], rows: Sequence[Row]) -> list[T]:
+        """Every row that parses; each one that does not is logged, noted and skipped."""
+        out = []
+        for row in rows:
+            try:
+                out.append(self._read(parse, row))
+            except CorruptStateError as exc:
+                self._quarantine(row, exc.reason)
+        return out
+
+    def _quarantine(self, row: Row, reason: str) -> None:
+        log.warning("skipped unreadable item %s/%s: %s", row.pk, row.sk, reason)
+        if (row.pk, row.sk) in self._noted:
+            return
+        self._noted.add((row.pk, row.sk))
+        note = Quarantined(pk=row.pk, sk=row.sk, reason=reason[:1000], head=row.doc[:200])
+        try:  # a note, never a reason for the read to fail
+            self._write([Put(QUARANTINE, json.dumps([row.pk, row.sk]), note.model_dump_json())])
+        except Exception:  # noqa: BLE001
+            log.warning("could not note %s/%s under %s", row.pk, row.sk, QUARANTINE, exc_info=True)
+
+    def _parser(self, pk: str) -> Callable[[str], Any] | None:
+        """How the item kind under `pk` is read (for re-checking a quarantine note)."""
+        kinds: list[tuple[str, Callable[[str], Any]]] = [
+            ("AGENTS", Agent.model_validate_json),
+            ("GENOMES#", Genome.model_validate_json),
+            ("ALIASES#", Alias.model_validate_json),
+            ("KPI#", KpiRecord.model_validate_json),
+            ("RUN#", self._parse_run),
+            ("GEN#", self._parse_generation),
+            ("SHARD#", _parse_shard),
+            ("FIT#", FitnessPoint.model_validate_json),
+            ("DEC#", Decision.model_validate_json),
+            ("COST#", CostEntry.model_validate_json),
+            ("OUTBOX#", _parse_envelope),
+        ]
+        return next((parse for prefix, parse in kinds if pk.startswith(prefix)), None)
+
+    def list_quarantined(self) -> list[Quarantined]:
+        """Items a reader skipped because they did not parse, and that still do not: each
+        note is checked again against the item (one fixed or deleted since is left out)."""
+        out = []
+        for row in self._rows(QUARANTINE):
+            try:
+                note = Quarantined.model_validate_json(row.doc)
+            except ValueError:
+                continue
+            doc = self._get(note.pk, note.sk)
+            parse = self._parser(note.pk)
+            if doc is None:
+                continue
+            if parse is not None:
+                try:
+                    self._read(parse, Row(note.pk, note.sk, doc))
+                    continue
+                except CorruptStateError as exc:
+                    note = note.model_copy(update={"reason": exc.reason[:1000]})
+            out.append(note)
+        return out
 
     def _write(self, writes: Sequence[Write]) -> None:
         """All or nothing (at most 100 items, none over 400 KB); ConflictError on a condition."""
@@ -185,7 +347,7 @@ class KeyValueStore(abc.ABC):
         if ref is not None:
             data = self.blobs.get(ref["key"])
             if hashlib.sha256(data).hexdigest() != ref["sha256"]:
-                raise ValidationFailedError(key, f"blob {ref['key']} does not match its digest")
+                raise ValueError(f"{key}: blob {ref['key']} does not match its digest")
             doc[key] = json.loads(data)
         return doc
 
@@ -219,12 +381,18 @@ class KeyValueStore(abc.ABC):
         return puts
 
     def pending_events(self, limit: int = 100) -> list[tuple[str, Event]]:
-        """Outbox items not yet relayed (the local relay; in the cloud a Pipe reads the stream)."""
+        """Outbox items not yet relayed (the local relay; in the cloud a Pipe reads the stream).
+        One that does not parse stays where it is, noted, and is not relayed."""
+        rows = self._rows("OUTBOX", index=True, limit=limit)
+        return [(row.pk, event) for row, event in self._read_pairs(_parse_envelope, rows)]
+
+    def _read_pairs(self, parse: Callable[[str], T], rows: Sequence[Row]) -> list[tuple[Row, T]]:
         out = []
-        for doc in self._query("OUTBOX", index=True, limit=limit):
-            envelope = json.loads(doc)
-            cls = _EVENTS[envelope["detail-type"]]
-            out.append((f"OUTBOX#{envelope['id']}", cls.model_validate(envelope["detail"])))
+        for row in rows:
+            try:
+                out.append((row, self._read(parse, row)))
+            except CorruptStateError as exc:
+                self._quarantine(row, exc.reason)
         return out
 
     def ack_event(self, outbox_key: str) -> None:
@@ -244,13 +412,13 @@ class KeyValueStore(abc.ABC):
         self._write([Put("AGENTS", agent.agent_id, agent.model_dump_json()), *self._outbox(events)])
 
     def get_agent(self, agent_id: str) -> Agent:
-        doc = self._get("AGENTS", agent_id)
-        if doc is None:
-            raise NotFoundError("agent", agent_id)
-        return Agent.model_validate_json(doc)
+        agent = self._read_one(Agent.model_validate_json, "AGENTS", agent_id)
+        if agent is None:
+            raise NotFoundError("agent", agent_id, field="agent_id")
+        return agent
 
     def list_agents(self) -> list[Agent]:
-        return [Agent.model_validate_json(d) for d in self._query("AGENTS")]
+        return self._read_all(Agent.model_validate_json, self._rows("AGENTS"))
 
     # -- genomes and aliases --------------------------------------------------------------
     @staticmethod
@@ -266,21 +434,21 @@ class KeyValueStore(abc.ABC):
         self._write([self._genome_put(genome)])
 
     def get_genome(self, agent_id: str, version: int) -> Genome:
-        doc = self._get(f"GENOMES#{agent_id}", f"{version:08d}")
-        if doc is None:
-            raise NotFoundError("genome", f"{agent_id}@{version}")
-        return Genome.model_validate_json(doc)
+        genome = self._read_one(Genome.model_validate_json, f"GENOMES#{agent_id}", f"{version:08d}")
+        if genome is None:
+            raise NotFoundError("genome", f"{agent_id}@{version}", field="genome_version")
+        return genome
 
     def list_genomes(self, agent_id: str) -> list[Genome]:
-        return [Genome.model_validate_json(d) for d in self._query(f"GENOMES#{agent_id}")]
+        return self._read_all(Genome.model_validate_json, self._rows(f"GENOMES#{agent_id}"))
 
     def latest_genome_version(self, agent_id: str) -> int:
-        newest = self._query(f"GENOMES#{agent_id}", limit=1, newest_first=True)
-        return Genome.model_validate_json(newest[0]).version if newest else 0
+        """From the newest key: a version is taken even if its document does not parse."""
+        newest = self._rows(f"GENOMES#{agent_id}", limit=1, newest_first=True)
+        return int(newest[0].sk) if newest else 0
 
     def get_alias(self, agent_id: str, name: str = "live") -> Alias | None:
-        doc = self._get(f"ALIASES#{agent_id}", name)
-        return None if doc is None else Alias.model_validate_json(doc)
+        return self._read_one(Alias.model_validate_json, f"ALIASES#{agent_id}", name)
 
     def promote(
         self,
@@ -296,9 +464,11 @@ class KeyValueStore(abc.ABC):
             rev=alias.revision,
             condition=ABSENT if expected_revision is None else expected_revision,
         )
-        exists = self._get(f"GENOMES#{genome.agent_id}", f"{genome.version:08d}")
+        exists = self._read_one(
+            Genome.model_validate_json, f"GENOMES#{genome.agent_id}", f"{genome.version:08d}"
+        )
         writes: list[Write] = [alias_put, *self._outbox(events)]
-        if exists is None or Genome.model_validate_json(exists) != genome:
+        if exists is None or exists != genome:
             writes.append(self._genome_put(genome))  # else: re-pointing to a stored version
         self._write(writes)
 
@@ -321,10 +491,10 @@ class KeyValueStore(abc.ABC):
         return new
 
     def get_kpi(self, agent_id: str, job_id: str) -> KpiRecord:
-        doc = self._get(f"KPI#{agent_id}", f"JOB#{job_id}")
-        if doc is None:
-            raise NotFoundError("KPI record", f"{agent_id}/{job_id}")
-        return KpiRecord.model_validate_json(doc)
+        kpi = self._read_one(KpiRecord.model_validate_json, f"KPI#{agent_id}", f"JOB#{job_id}")
+        if kpi is None:
+            raise NotFoundError("KPI record", f"{agent_id}/{job_id}", field="job_id")
+        return kpi
 
     def list_kpis(
         self,
@@ -336,8 +506,7 @@ class KeyValueStore(abc.ABC):
     ) -> list[KpiRecord]:
         """Newest `limit` records, oldest first: of one version by time (the index), or all."""
         if genome_version is None:
-            docs = self._query(f"KPI#{agent_id}")
-            recs = [KpiRecord.model_validate_json(d) for d in docs]
+            recs = self._read_all(KpiRecord.model_validate_json, self._rows(f"KPI#{agent_id}"))
             recs = [
                 r
                 for r in recs
@@ -350,14 +519,14 @@ class KeyValueStore(abc.ABC):
         window = None
         if since is not None or until is not None:
             window = (_iso(since) if since else "0000", _iso(until) if until else "9999")
-        docs = self._query(
+        rows = self._rows(
             f"KPI#{agent_id}#v{genome_version:08d}",
             index=True,
             between=window,
             limit=limit,
             newest_first=True,
         )
-        return [KpiRecord.model_validate_json(d) for d in reversed(docs)]
+        return self._read_all(KpiRecord.model_validate_json, rows[::-1])
 
     # -- runs -----------------------------------------------------------------------------
     def _run_put(self, run: EvolutionRun, condition: str | int | None) -> Put:
@@ -402,11 +571,14 @@ class KeyValueStore(abc.ABC):
             ]
         )
 
-    def get_run(self, run_id: str) -> EvolutionRun:
-        doc = self._get(f"RUN#{run_id}", "RUN")
-        if doc is None:
-            raise NotFoundError("evolution run", run_id)
+    def _parse_run(self, doc: str) -> EvolutionRun:
         return EvolutionRun.model_validate(self._inline(json.loads(doc), "optimizer_state"))
+
+    def get_run(self, run_id: str) -> EvolutionRun:
+        run = self._read_one(self._parse_run, f"RUN#{run_id}", "RUN")
+        if run is None:
+            raise NotFoundError("evolution run", run_id, field="run_id")
+        return run
 
     def list_runs(
         self, agent_id: str | None = None, status: RunStatus | None = None
@@ -416,10 +588,8 @@ class KeyValueStore(abc.ABC):
         runs = []
         for agent in agents:
             prefix = f"{status.value}#" if status is not None else None
-            for doc in self._query(f"RUNS#{agent}", index=True, prefix=prefix):
-                runs.append(
-                    EvolutionRun.model_validate(self._inline(json.loads(doc), "optimizer_state"))
-                )
+            rows = self._rows(f"RUNS#{agent}", index=True, prefix=prefix)
+            runs.extend(self._read_all(self._parse_run, rows))
         return sorted(runs, key=lambda r: r.started_at)
 
     def _next(self, run: EvolutionRun) -> tuple[EvolutionRun, Put]:
@@ -456,16 +626,21 @@ class KeyValueStore(abc.ABC):
         self._write([Put(f"SHARD#{run_id}#{generation:06d}", f"{shard:06d}", doc)])
 
     def get_shard_fitness(self, run_id: str, generation: int) -> dict[int, dict[str, Any]]:
+        """Fitness by candidate index; a shard that does not parse is skipped (its candidates
+        then count as not evaluated, and tell names them)."""
         out: dict[int, dict[str, Any]] = {}
-        for doc in self._query(f"SHARD#{run_id}#{generation:06d}"):
-            out.update({int(k): v for k, v in json.loads(doc).items()})
+        for shard in self._read_all(_parse_shard, self._rows(f"SHARD#{run_id}#{generation:06d}")):
+            out.update(shard)
         return out
 
-    def get_generation(self, run_id: str, number: int) -> Generation:
-        doc = self._get(f"GEN#{run_id}", f"{number:06d}")
-        if doc is None:
-            raise NotFoundError("generation", f"{run_id}/{number}")
+    def _parse_generation(self, doc: str) -> Generation:
         return Generation.model_validate(self._inline(json.loads(doc), "individuals"))
+
+    def get_generation(self, run_id: str, number: int) -> Generation:
+        generation = self._read_one(self._parse_generation, f"GEN#{run_id}", f"{number:06d}")
+        if generation is None:
+            raise NotFoundError("generation", f"{run_id}/{number}", field="generation")
+        return generation
 
     def save_told(
         self, run: EvolutionRun, generation: Generation, point: FitnessPoint
@@ -481,7 +656,7 @@ class KeyValueStore(abc.ABC):
         return nxt
 
     def fitness_history(self, run_id: str) -> list[FitnessPoint]:
-        return [FitnessPoint.model_validate_json(d) for d in self._query(f"FIT#{run_id}")]
+        return self._read_all(FitnessPoint.model_validate_json, self._rows(f"FIT#{run_id}"))
 
     # -- decisions and costs --------------------------------------------------------------
     def add_decision(self, decision: Decision) -> bool:
@@ -494,8 +669,8 @@ class KeyValueStore(abc.ABC):
         return True
 
     def list_decisions(self, execution_id: str) -> list[Decision]:
-        decisions = [Decision.model_validate_json(d) for d in self._query(f"DEC#{execution_id}")]
-        return sorted(decisions, key=lambda d: d.at)
+        rows = self._rows(f"DEC#{execution_id}")
+        return sorted(self._read_all(Decision.model_validate_json, rows), key=lambda d: d.at)
 
     def _cost_put(self, entry: CostEntry) -> Put:
         return Put(
@@ -534,12 +709,24 @@ class KeyValueStore(abc.ABC):
     def list_costs(self, run_id: str | None = None, period: str | None = None) -> list[CostEntry]:
         """Costs of a run, or of a calendar month (`period` as YYYY-MM), oldest first."""
         if run_id is not None:
-            docs = self._query(f"COST#{run_id}")
+            rows = self._rows(f"COST#{run_id}")
         elif period is not None:
-            docs = self._query(f"COSTS#{period}", index=True)
+            rows = self._rows(f"COSTS#{period}", index=True)
         else:
             raise ValidationFailedError("run_id", "give a run id or a period")
-        return sorted((CostEntry.model_validate_json(d) for d in docs), key=lambda c: c.at)
+        return sorted(self._read_all(CostEntry.model_validate_json, rows), key=lambda c: c.at)
+
+
+def _parse_shard(doc: str) -> dict[int, dict[str, Any]]:
+    fitness = json.loads(doc)
+    if not isinstance(fitness, dict) or not all(isinstance(v, dict) for v in fitness.values()):
+        raise ValueError("a shard's fitness is an object of objects by candidate index")
+    return {int(k): v for k, v in fitness.items()}
+
+
+def _parse_envelope(doc: str) -> Event:
+    envelope = json.loads(doc)
+    return _EVENTS[envelope["detail-type"]].model_validate(envelope["detail"])
 
 
 def month(at: datetime | None = None) -> str:

@@ -24,10 +24,13 @@ class ValidationFailedError(ChimeraError):
 
 
 class NotFoundError(ChimeraError):
-    def __init__(self, kind: str, key: str) -> None:
+    """`field`, when given, names the input that named the missing thing (e.g. `run_id`)."""
+
+    def __init__(self, kind: str, key: str, field: str | None = None) -> None:
         super().__init__(f"{kind} {key!r} not found")
         self.kind = kind
         self.key = key
+        self.field = field
 
 
 class ConflictError(ChimeraError):
@@ -51,6 +54,16 @@ class GuestError(ChimeraError):
         self.reason = reason
 
 
+class CorruptStateError(ChimeraError):
+    """Stored state that cannot be read: one item (`what` is its pk/sk) or a whole database
+    file (`what` is its path). Not retryable: an operator repairs, restores or moves it aside."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what}: {reason}")
+        self.what = what
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class ErrorKind:
     http_status: int
@@ -66,6 +79,7 @@ TAXONOMY: dict[type[ChimeraError], ErrorKind] = {
     BudgetExceededError: ErrorKind(402, False, "budget exceeded"),
     GuestError: ErrorKind(422, False, "guest failure"),
     UnavailableError: ErrorKind(503, True, "unavailable"),
+    CorruptStateError: ErrorKind(500, False, "stored state is unreadable"),
 }
 # Lambda's own transient errors, retried in every Lambda task beside ours.
 LAMBDA_TRANSIENT_ERRORS = (

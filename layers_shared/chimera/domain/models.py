@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -16,6 +16,22 @@ from chimera.domain.genome import GeneSpec, check_genes, default_genes
 AgentId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 
+# Sizes and ranges every model at the edge shares (issue 6: a 1 MB string, a 10,000-item
+# list and `1e999` were accepted and stored). Every float of a `Frozen` model is finite.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+MAX_TEXT = 4000  # a reason, a summary, a description
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Name = Annotated[str, Field(min_length=1, max_length=256)]  # ids of jobs, entries, traces
+Suite = Annotated[str, Field(min_length=1, max_length=128)]
+MAX_VERSION = 99_999_999  # keys hold a genome version as 8 digits
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION)]
+MAX_GENES = 4096
+MAX_POPULATION = 100_000
+MAX_AGENTS = 200  # per cycle: one plan item each, and the plan stays far below 256 KB
+U64 = 2**64 - 1
+EARLIEST = datetime(2020, 1, 1, tzinfo=UTC)  # older: a zero or garbage clock
+CLOCK_SKEW = timedelta(minutes=5)  # a measurement from later than this is refused
+
 ABI_VERSION: Literal[1] = 1
 
 
@@ -24,13 +40,18 @@ def utcnow() -> datetime:
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Immutable, no unknown fields, and no NaN or infinity in any float (JSON has neither:
+    pydantic would write them as null, which then fails to read back)."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", allow_inf_nan=False, ser_json_inf_nan="constants"
+    )
 
 
 class ResourceLimits(Frozen):
-    fuel_per_call: int = Field(default=200_000_000, gt=0)
+    fuel_per_call: int = Field(default=200_000_000, gt=0, le=U64)
     memory_pages: int = Field(default=64, gt=0, le=65536)
-    wall_ms: int = Field(default=2_000, gt=0)
+    wall_ms: int = Field(default=2_000, gt=0, le=86_400_000)
     wasi: bool = False
 
 
@@ -39,13 +60,15 @@ class AgentManifest(Frozen):
 
     agent_id: AgentId
     abi_version: Literal[1] = ABI_VERSION
-    description: str = ""
-    suite: str = Field(description="task suite the agent is evaluated on")
+    description: Text = ""
+    suite: Suite = Field(description="task suite the agent is evaluated on")
     obs_len: int = Field(gt=0, le=4096)
-    genome: tuple[GeneSpec, ...] = Field(min_length=1, max_length=4096)
+    genome: tuple[GeneSpec, ...] = Field(min_length=1, max_length=MAX_GENES)
     limits: ResourceLimits = ResourceLimits()
-    kpis: tuple[str, ...] = ("score", "latency_ms", "fuel", "success")
-    module: str = "agent.wasm"
+    kpis: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = Field(
+        default=("score", "latency_ms", "fuel", "success"), max_length=64
+    )
+    module: str = Field(default="agent.wasm", min_length=1, max_length=256)
 
     @field_validator("genome")
     @classmethod
@@ -99,8 +122,8 @@ class Alias(Frozen):
     """Routes jobs across genome versions by weight. `revision` guards concurrent writers."""
 
     agent_id: AgentId
-    name: str = "live"
-    weights: dict[int, float]
+    name: str = Field(default="live", pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    weights: dict[Version, float] = Field(max_length=64)
     revision: int = Field(ge=0)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -122,23 +145,29 @@ class KpiRecord(Frozen):
     """One measured job. Idempotent by (agent_id, job_id)."""
 
     agent_id: AgentId
-    genome_version: int = Field(ge=0)
-    job_id: str = Field(min_length=1, max_length=256)
-    suite: str
+    genome_version: int = Field(ge=0, le=MAX_VERSION)
+    job_id: Name
+    suite: Suite
     success: bool
     score: float | None = None
-    latency_ms: float = Field(ge=0)
-    fuel: int = Field(ge=0)
-    cost_usd: float = Field(ge=0, default=0.0)
-    reason: str | None = None
-    trace_id: str | None = None
+    latency_ms: float = Field(ge=0, le=86_400_000, description="at most a day")
+    fuel: int = Field(ge=0, le=U64)
+    cost_usd: float = Field(ge=0, le=1_000_000, default=0.0)
+    reason: Text | None = None
+    trace_id: Name | None = None
     recorded_at: datetime = Field(default_factory=utcnow)
 
     @field_validator("recorded_at")
     @classmethod
     def _utc(cls, at: datetime) -> datetime:
-        """Stored and indexed in UTC; a time without an offset is taken as UTC."""
-        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        """Stored and indexed in UTC; a time without an offset is taken as UTC. A time before
+        2020 or after now (give or take 5 minutes of clock skew) is no measurement of ours."""
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        if at < EARLIEST:
+            raise ValueError(f"{at.isoformat()} is before {EARLIEST:%Y-%m-%d}")
+        if at > utcnow() + CLOCK_SKEW:
+            raise ValueError(f"{at.isoformat()} is in the future")
+        return at
 
     @model_validator(mode="after")
     def _score_when_ok(self) -> KpiRecord:
@@ -199,13 +228,13 @@ class EvolutionRun(BaseModel):
 
 
 class Individual(Frozen):
-    index: int = Field(ge=0, description="position in its generation")
-    trial_id: int = Field(default=-1, description="the optimizer's trial id (-1: none)")
-    genes: tuple[float, ...]
+    index: int = Field(ge=0, lt=MAX_POPULATION, description="position in its generation")
+    trial_id: int = Field(default=-1, ge=-1, description="the optimizer's trial id (-1: none)")
+    genes: tuple[float, ...] = Field(max_length=MAX_GENES)
     fitness: float | None = Field(default=None, description="the first objective, for display")
-    objectives: tuple[float, ...] = ()
-    constraints: tuple[float, ...] = ()
-    parents: tuple[int, ...] = ()
+    objectives: tuple[float, ...] = Field(default=(), max_length=256)
+    constraints: tuple[float, ...] = Field(default=(), max_length=256)
+    parents: tuple[int, ...] = Field(default=(), max_length=MAX_POPULATION)
 
 
 class Generation(Frozen):
@@ -213,7 +242,7 @@ class Generation(Frozen):
 
     run_id: RunId
     number: int = Field(ge=0)
-    individuals: tuple[Individual, ...]
+    individuals: tuple[Individual, ...] = Field(max_length=MAX_POPULATION)
     evaluated: bool = False
 
     @property
@@ -223,20 +252,20 @@ class Generation(Frozen):
 
 class FitnessPoint(Frozen):
     run_id: RunId
-    generation: int
+    generation: int = Field(ge=0)
     best: float
     mean: float
-    std: float
-    evaluations: int
+    std: float = Field(ge=0)
+    evaluations: int = Field(ge=0)
 
 
 class Decision(Frozen):
     """What one layer decided, for the report and the audit trail."""
 
-    execution_id: str
-    layer: str
-    summary: str
-    detail: dict[str, Any] = {}
+    execution_id: Name
+    layer: str = Field(min_length=1, max_length=64)
+    summary: Text
+    detail: dict[str, Any] = Field(default={}, max_length=64)
     key: str | None = Field(
         default=None,
         max_length=512,
@@ -246,9 +275,19 @@ class Decision(Frozen):
 
 
 class CostEntry(Frozen):
-    entry_id: str
-    run_id: str
-    placement: str
-    estimated_usd: float = Field(ge=0)
-    actual_usd: float | None = Field(default=None, ge=0)
+    entry_id: Name
+    run_id: RunId
+    placement: str = Field(min_length=1, max_length=64)
+    estimated_usd: float = Field(ge=0, le=1_000_000)
+    actual_usd: float | None = Field(default=None, ge=0, le=1_000_000)
     at: datetime = Field(default_factory=utcnow)
+
+
+class Quarantined(Frozen):
+    """A stored item a reader could not parse: list reads skip it, single reads name it."""
+
+    pk: str
+    sk: str
+    reason: str = Field(max_length=1000)
+    head: str = Field(default="", max_length=200, description="the document's first characters")
+    seen_at: datetime = Field(default_factory=utcnow)

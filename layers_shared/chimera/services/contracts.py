@@ -6,17 +6,29 @@ shapes. Payloads carry ids, never large blobs.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsRecordModel
-from pydantic import BaseModel, ConfigDict, Field, Json
+from pydantic import BaseModel, ConfigDict, Field, Json, ValidationInfo, field_validator
 
 from chimera.domain.events import KpiRecorded
-from chimera.domain.models import AgentId, KpiRecord, RunId, Strategy
+from chimera.domain.models import (
+    MAX_AGENTS,
+    MAX_POPULATION,
+    AgentId,
+    KpiRecord,
+    RunId,
+    Strategy,
+    Suite,
+    Text,
+)
 
 
 class Msg(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Every contract: no unknown field, and no NaN or infinity in any float."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 ExecutionId = Annotated[str, Field(min_length=1, max_length=256)]
@@ -37,20 +49,20 @@ class DiscoverResult(Msg):
 class PlanRequest(Msg):
     action: Literal["plan"] = "plan"
     execution_id: ExecutionId
-    agents: list[AgentId]
-    objective: str = "improve every agent on its suite"
+    agents: list[AgentId] = Field(max_length=MAX_AGENTS)
+    objective: str = Field(default="improve every agent on its suite", min_length=1, max_length=500)
 
 
 class PlanItem(Msg):
     execution_id: ExecutionId
     agent_id: AgentId
-    suite: str
+    suite: Suite
     action: Literal["evolve", "skip"]
-    reason: str
+    reason: str = Field(max_length=500)
 
 
 class PlanResult(Msg):
-    items: list[PlanItem]
+    items: list[PlanItem] = Field(max_length=MAX_AGENTS)
 
 
 # -- layer 3 -------------------------------------------------------------------------------
@@ -81,10 +93,18 @@ class GateResult(Msg):
 # -- layer 4 -------------------------------------------------------------------------------
 class Shard(Msg):
     run_id: RunId
-    generation: int = Field(ge=0)
-    shard: int = Field(ge=0)
-    start: int = Field(ge=0)
-    stop: int = Field(ge=0)
+    generation: int = Field(ge=0, le=1_000_000)
+    shard: int = Field(ge=0, lt=MAX_POPULATION)
+    start: int = Field(ge=0, lt=MAX_POPULATION)
+    stop: int = Field(ge=1, le=MAX_POPULATION)
+
+    @field_validator("stop")
+    @classmethod
+    def _after_start(cls, stop: int, info: ValidationInfo) -> int:
+        start = info.data.get("start")
+        if start is not None and stop <= start:
+            raise ValueError(f"{stop} is not after start ({start})")
+        return stop
 
 
 class EvaluateShardRequest(Shard):
@@ -161,10 +181,10 @@ class ChooseRequest(Msg):
 
 class StrategyChoice(Msg):
     strategy: Strategy
-    population_size: int
-    max_generations: int
+    population_size: int = Field(gt=1, le=MAX_POPULATION)
+    max_generations: int = Field(gt=0, le=100_000)
     target_fitness: float | None
-    reason: str
+    reason: Text
 
 
 class AdaptRequest(Msg):
@@ -243,14 +263,30 @@ class PromoteRequest(RunRef):
 
 class FinishRequest(RunRef):
     action: Literal["finish"] = "finish"
-    reason: str
+    reason: Text
+
+
+MAX_ERROR_JSON = 40_000  # Step Functions: an error name <= 256 characters, a cause <= 32,768
 
 
 class FailRequest(Msg):
     action: Literal["fail"] = "fail"
     execution_id: ExecutionId
     run_id: RunId | None = None
-    error: dict[str, object] = {}
+    error: dict[str, object] = Field(
+        default={}, max_length=16, description="what Catch caught: {Error, Cause}"
+    )
+
+    @field_validator("error")
+    @classmethod
+    def _small(cls, error: dict[str, object]) -> dict[str, object]:
+        try:
+            size = len(json.dumps(error, allow_nan=False, default=str))
+        except (ValueError, RecursionError) as exc:  # NaN, infinity, nesting too deep
+            raise ValueError(f"not writable as JSON ({exc})") from exc
+        if size > MAX_ERROR_JSON:
+            raise ValueError(f"{size} characters of JSON, over {MAX_ERROR_JSON}")
+        return error
 
 
 class RunOutcome(Msg):

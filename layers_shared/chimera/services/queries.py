@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from chimera.domain.errors import CorruptStateError
 from chimera.domain.models import Agent, Alias
 from chimera.services.deps import Deps
 from chimera.services.views import (
@@ -17,7 +18,7 @@ from chimera.services.views import (
 )
 
 
-def _agent_view(agent: Agent, alias: Alias | None) -> AgentView:
+def _agent_view(agent: Agent, alias: Alias | None, problems: tuple[str, ...] = ()) -> AgentView:
     m = agent.manifest
     return AgentView(
         agent_id=m.agent_id,
@@ -30,11 +31,20 @@ def _agent_view(agent: Agent, alias: Alias | None) -> AgentView:
         discovered_at=agent.discovered_at,
         live_version=alias.primary_version if alias else None,
         weights=dict(alias.weights) if alias else {},
+        problems=list(problems),
     )
 
 
 def list_agents(deps: Deps) -> list[AgentView]:
-    return [_agent_view(a, deps.store.get_alias(a.agent_id)) for a in deps.store.list_agents()]
+    """Every agent that reads; one whose alias does not is listed with the problem named
+    (agents that do not read are skipped by the store and noted in its quarantine)."""
+    views = []
+    for agent in deps.store.list_agents():
+        try:
+            views.append(_agent_view(agent, deps.store.get_alias(agent.agent_id)))
+        except CorruptStateError as exc:
+            views.append(_agent_view(agent, None, (str(exc),)))
+    return views
 
 
 def get_agent(agent_id: str, deps: Deps) -> AgentView:

@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from chimera.domain.models import Decision
+from chimera.domain.errors import NotFoundError, ValidationFailedError
+from chimera.domain.models import Decision, KpiRecord
 from chimera.services.contracts import IngestRequest, IngestResult, KpiMessage, ReportRequest
 from chimera.services.deps import Deps
 
 REPORT_KEY = "refinement:report"
 
 
+def _check_known(records: Sequence[KpiRecord], deps: Deps) -> None:
+    """A KPI is of a known agent and one of its stored genome versions (0: before any),
+    else it is refused naming the record's field: nothing of the batch is stored then."""
+    latest: dict[str, int] = {}
+    for i, record in enumerate(records):
+        if record.agent_id not in latest:
+            try:
+                deps.store.get_agent(record.agent_id)
+            except NotFoundError as exc:
+                raise NotFoundError(
+                    "agent", record.agent_id, field=f"records.{i}.agent_id"
+                ) from exc
+            latest[record.agent_id] = deps.store.latest_genome_version(record.agent_id)
+        if record.genome_version > latest[record.agent_id]:
+            raise ValidationFailedError(
+                f"records.{i}.genome_version",
+                f"agent {record.agent_id} has no genome version {record.genome_version} "
+                f"(newest: {latest[record.agent_id]})",
+            )
+
+
 def ingest(req: IngestRequest, deps: Deps) -> IngestResult:
     """Store KPI records not stored yet (idempotent by agent and job id)."""
+    _check_known(req.records, deps)
     new = deps.store.put_kpis(req.records)
     return IngestResult(received=len(req.records), new=new)
 
@@ -26,6 +50,8 @@ def report(req: ReportRequest, deps: Deps) -> dict[str, Any]:
     # Its own decision of a previous attempt is not part of what it reports.
     decisions = [d for d in deps.store.list_decisions(req.execution_id) if d.key != REPORT_KEY]
     runs = [r for r in deps.store.list_runs() if r.execution_id == req.execution_id]
+    if not decisions and not runs:  # every cycle's discovery decides first
+        raise NotFoundError("execution", req.execution_id, field="execution_id")
     summary = {
         "execution_id": req.execution_id,
         "runs": [

@@ -26,6 +26,9 @@ class AgentView(View):
     discovered_at: datetime
     live_version: int | None = Field(description="the version with the largest weight")
     weights: dict[int, float] = Field(description="genome version -> share of traffic")
+    problems: list[str] = Field(
+        default=[], description="stored state of this agent that could not be read (item: why)"
+    )
 
 
 class GenomeView(View):

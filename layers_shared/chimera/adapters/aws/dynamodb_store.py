@@ -10,8 +10,33 @@ from collections.abc import Sequence
 from typing import Any
 
 from chimera.adapters.aws.errors import translate
-from chimera.adapters.kv import ABSENT, INDEX, Add, KeyValueStore, Put, Query, Write
+from chimera.adapters.kv import (
+    ABSENT,
+    INDEX,
+    Add,
+    KeyValueStore,
+    Put,
+    Query,
+    Row,
+    Write,
+    unreadable,
+)
 from chimera.ports import BlobStore
+
+
+def _doc(item: dict[str, Any]) -> str:
+    """The item's document; an item written by hand without a string `doc` reads as
+    unreadable (the store names it and skips it) rather than failing the whole query."""
+    doc = item.get("doc")
+    if not isinstance(doc, dict) or not isinstance(doc.get("S"), str):
+        return unreadable(f"no string attribute 'doc' (attributes: {', '.join(sorted(item))})")
+    text: str = doc["S"]
+    return text
+
+
+def _key(item: dict[str, Any], name: str) -> str:
+    value = item.get(name, {})
+    return str(value.get("S", value)) if isinstance(value, dict) else str(value)
 
 
 class DynamoDbStore(KeyValueStore):
@@ -22,7 +47,7 @@ class DynamoDbStore(KeyValueStore):
 
     def _get(self, pk: str, sk: str) -> str | None:
         item = self._get_item(pk, sk, "doc")
-        return None if item is None else item["doc"]["S"]
+        return None if item is None else _doc(item)
 
     def _get_num(self, pk: str, sk: str) -> float:
         item = self._get_item(pk, sk, "num")
@@ -39,7 +64,7 @@ class DynamoDbStore(KeyValueStore):
             ).get("Item")
         return item
 
-    def _run_query(self, q: Query) -> list[str]:
+    def _run_query(self, q: Query) -> list[Row]:
         key, sort = ("gsi1pk", "gsi1sk") if q.index else ("pk", "sk")
         condition = "#k = :k"
         values: dict[str, Any] = {":k": {"S": q.pk}}
@@ -64,14 +89,16 @@ class DynamoDbStore(KeyValueStore):
             params["IndexName"] = INDEX  # GSIs read eventually consistent
         else:
             params["ConsistentRead"] = True
-        docs: list[str] = []
+        rows: list[Row] = []
         with translate(f"query {q.pk}"):
             paginator = self.client.get_paginator("query")
             for page in paginator.paginate(**params):
-                docs.extend(item["doc"]["S"] for item in page["Items"])
-                if q.limit is not None and len(docs) >= q.limit:
-                    return docs[: q.limit]
-        return docs
+                rows.extend(
+                    Row(_key(item, "pk"), _key(item, "sk"), _doc(item)) for item in page["Items"]
+                )
+                if q.limit is not None and len(rows) >= q.limit:
+                    return rows[: q.limit]
+        return rows
 
     @staticmethod
     def _item(put: Put) -> dict[str, Any]:
