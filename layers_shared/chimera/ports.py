@@ -22,7 +22,6 @@ from chimera.domain.models import (
     Generation,
     Genome,
     KpiRecord,
-    Quarantined,
     ResourceLimits,
     RunStatus,
 )
@@ -180,10 +179,6 @@ class Store(
         """Raise if the store cannot answer a read."""
         ...
 
-    def list_quarantined(self) -> list[Quarantined]:
-        """Stored items readers skipped because they did not parse, and still do not."""
-        ...
-
 
 class BlobStore(Protocol):
     """Large immutable documents by key (S3 in the cloud, files locally)."""
@@ -220,7 +215,14 @@ class EventBus(Protocol):
 
 
 class AgentRuntime(Protocol):
-    """One sandboxed agent instance (the batched ABI and the JSON entry point)."""
+    """One sandboxed agent instance (the batched ABI and the JSON entry point).
+
+    One instance is one evaluation (a shard, a hold-out, a predict): besides each call's
+    limits it has the policy's total fuel and wall budget. Every guest failure is a
+    GuestError with a stable `kind`; after one the instance refuses further calls.
+    `act` returns outputs as written, NaN included (the suite fails that agent);
+    `predict` returns a JSON object bounded in size and depth, with finite numbers only.
+    """
 
     fuel_used: int
     genome_len: int
@@ -232,6 +234,10 @@ class AgentRuntime(Protocol):
 
 
 class SandboxPort(Protocol):
+    """Compiles and instantiates modules under a SandboxPolicy. `inspect` reports what layer
+    3's `module_problems` checks (exports with their types, every memory and table, size);
+    `instantiate` refuses what the policy forbids with a GuestError (defence in depth)."""
+
     def inspect(self, wasm: bytes) -> ModuleInfo: ...
     def instantiate(self, wasm: bytes, limits: ResourceLimits) -> AgentRuntime: ...
 

@@ -465,3 +465,10 @@ def test_resident_memory_stays_bounded_whatever_the_memories(repo):
     assert out["refused"] == ["memory-limit", "memory-limit", "memory-limit"]
     assert out["grown"] == 8 * 1024 * 1024  # 128 pages: the 1,024 shared by eight memories
     assert 56 < out["after"] - out["before"] < 64 + 16, out  # they were all written
+
+
+def test_compiled_modules_kept_in_memory_are_bounded():
+    sandbox = Sandbox()
+    for i in range(70):  # 70 distinct modules, as 70 uploads would be
+        sandbox.compile(wasmtime.wat2wasm(f'(module (func (export "f{i}")))'))
+    assert len(sandbox._modules) == 64

@@ -81,6 +81,7 @@ _ENGINE_TAG = hashlib.sha256(
     f"wasmtime{_WASMTIME_VERSION};fuel;epoch;off={','.join(_FEATURES_OFF)}".encode()
 ).hexdigest()[:12]
 _MAC_BYTES = 32
+_MODULES_IN_MEMORY = 64  # compiled modules kept per Sandbox, oldest dropped first
 _KEY_FILE = "cache.key"
 
 
@@ -220,6 +221,8 @@ class Sandbox:
                 layout = read_layout(wasm)
             except WasmFormatError as exc:
                 raise GuestError("invalid-module", f"module not accepted: {exc}") from exc
+            if len(self._modules) >= _MODULES_IN_MEMORY:  # uploads must not grow it forever
+                del self._modules[next(iter(self._modules))]
             compiled = self._modules[digest] = _Compiled(module, layout)
             return compiled
 
