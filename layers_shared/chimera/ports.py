@@ -22,6 +22,7 @@ from chimera.domain.models import (
     Generation,
     Genome,
     KpiRecord,
+    Quarantined,
     ResourceLimits,
     RunStatus,
 )
@@ -177,6 +178,10 @@ class Store(
 
     def ping(self) -> None:
         """Raise if the store cannot answer a read."""
+        ...
+
+    def list_quarantined(self) -> list[Quarantined]:
+        """Stored items readers skipped because they did not parse, and still do not."""
         ...
 
 
