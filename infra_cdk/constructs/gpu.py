@@ -13,6 +13,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from gpu_jobs.evaluate_population import definition
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -83,16 +85,22 @@ class GpuJobs(Construct):
                 memory=Size.gibibytes(14),
                 gpu=1,
                 job_role=job_role,
-                command=[
-                    "python",
-                    "-m",
-                    "gpu_jobs.evaluate_population.entrypoint",
-                    "--run-id",
-                    "Ref::run_id",
-                ],
+                command=list(definition.COMMAND),
                 environment=environment,
             ),
-            retry_attempts=2,
+            # A failed evaluation is deterministic: retry only when the spot host went away.
+            retry_attempts=definition.ATTEMPTS,
+            retry_strategies=[
+                batch.RetryStrategy.of(
+                    batch.Action.RETRY if rule["Action"] == "RETRY" else batch.Action.EXIT,
+                    batch.Reason.custom(
+                        on_status_reason=rule.get("OnStatusReason"),
+                        on_reason=rule.get("OnReason"),
+                        on_exit_code=rule.get("OnExitCode"),
+                    ),
+                )
+                for rule in definition.EVALUATE_ON_EXIT
+            ],
         )
         self.sagemaker_role = iam.Role(
             self,
