@@ -12,8 +12,7 @@ compiled by wasmtime.wat2wasm. Two families:
   host goes on serving.
 
 `sandbox_policy` names a policy the case needs (a small evaluation budget, so the test stays
-fast: CartPole episodes of an agent that always pushes left last about ten steps); otherwise
-the default policy applies. Used by tests/unit/test_sandbox.py and
+fast); otherwise the default policy applies. Used by tests/unit/test_sandbox.py and
 tests/functional/test_hostile_modules.py.
 """
 
@@ -73,6 +72,13 @@ BASE = """
 )
 """
 
+# Push right while the pole falls right (theta_dot > 0): CartPole episodes last ~100+ steps,
+# so an evaluation makes enough calls for the per-evaluation budgets to matter.
+BALANCE = (
+    "(select (f32.const 1) (f32.const 0) (f32.gt (f32.load (i32.add (local.get $obs) (i32.shl"
+    " (i32.add (i32.shl (local.get $i) (i32.const 2)) (i32.const 3)) (i32.const 2))))"
+    " (f32.const 0)))"
+)
 GOOD_PREDICT_RETURN = "(i64.or (i64.shl (i64.const 512) (i64.const 32)) (i64.const 12))"
 ANSWER_AT = 65536  # hostile answers live in the module's second page
 
@@ -98,7 +104,7 @@ class Hostile:
             "abi_version": "i32.const 1",
             "obs_len": '(func (export "chimera_obs_len") (result i32) i32.const 4)',
             "act_later": "nop",
-            "action": "(f32.const 0)",
+            "action": BALANCE,
             "predict_sig": "(param i32 i32) (result i64)",
             "predict_hostile": "nop",
             "predict_return": GOOD_PREDICT_RETURN,
@@ -149,10 +155,8 @@ def _answer(text: str) -> dict[str, str]:
     }
 
 
-# An action that is 0 on the first call (layer 3's smoke call) and `{}` afterwards.
-_LATER = (
-    "(if (result f32) (i32.gt_u (global.get $calls) (i32.const 1)) (then {}) (else (f32.const 0)))"
-)
+# An action that balances on the first call (layer 3's smoke call) and is `{}` afterwards.
+_LATER = "(if (result f32) (i32.gt_u (global.get $calls) (i32.const 1)) (then {}) (else {}))"
 
 GOOD = Hostile("good", "a well-behaved module (the control)", "", "", stage="act")
 
@@ -258,7 +262,7 @@ RUNTIME = [
         "answers NaN for every action once it serves",
         "non-finite",
         "non-finite action (NaN or infinity)",
-        {"action": _LATER.format("(f32.const nan)")},
+        {"action": _LATER.format("(f32.const nan)", BALANCE)},
         stage="act",
     ),
     Hostile(
@@ -266,7 +270,7 @@ RUNTIME = [
         "answers +infinity for every action once it serves",
         "non-finite",
         "non-finite action (NaN or infinity)",
-        {"action": _LATER.format("(f32.const inf)")},
+        {"action": _LATER.format("(f32.const inf)", BALANCE)},
         stage="act",
     ),
     Hostile(
@@ -313,15 +317,15 @@ RUNTIME = [
     ),
     Hostile(
         "slow-calls",
-        "spends about 0.1 s on every call: under its wall limit, with fuel to spare",
+        "spends a few tens of ms on every call: far under its wall limit, with fuel to spare",
         "evaluation-budget",
-        "evaluation wall clock budget of 500 ms spent",
+        "evaluation wall clock budget of 1,000 ms spent",
         {
-            "act_later": "(local.set $k (i32.const 50000000)) (loop $l (local.set $k"
+            "act_later": "(local.set $k (i32.const 10000000)) (loop $l (local.set $k"
             " (i32.sub (local.get $k) (i32.const 1))) (br_if $l (local.get $k)))"
         },
-        sandbox_policy={"evaluation_wall_ms": 500, "max_wall_ms": 500},
-        limits={"wall_ms": 400, "fuel_per_call": 2_000_000_000},
+        sandbox_policy={"evaluation_wall_ms": 1_000, "max_wall_ms": 1_000},
+        limits={"wall_ms": 1_000, "fuel_per_call": 2_000_000_000},
         stage="act",
     ),
     Hostile(

@@ -344,9 +344,9 @@ class Sandbox:
         try:
             instance = linker.instantiate(store, compiled.module)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            raise budget.failure(exc, fuel, ticks, memory_full=False) from exc
-        finally:
             budget.spent(fuel - store.get_fuel(), time.perf_counter() - started)
+            raise budget.failure(exc, fuel, ticks, memory_full=False) from exc
+        budget.spent(fuel - store.get_fuel(), time.perf_counter() - started)
         return AgentInstance(store, instance, limits, policy, budget, pages_each)
 
 
@@ -387,18 +387,20 @@ class _Budget:
         )
 
     def failure(self, exc: BaseException, fuel: int, ticks: int, memory_full: bool) -> GuestError:
-        """The GuestError for a trap or error from a call made with (fuel, ticks)."""
+        """The GuestError for a trap or error from a call made with (fuel, ticks), its
+        spending already counted."""
         limits = self.limits
         code = getattr(exc, "trap_code", None)
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
-            if fuel < limits.fuel_per_call:
+            if fuel < limits.fuel_per_call or self.fuel_left <= 0:
                 return self._exhausted("fuel", f"{self.evaluation_fuel:,} fuel")
             also = f" with memory at its {limits.memory_pages}-page limit" if memory_full else ""
             return GuestError(
                 "out-of-fuel", f"fuel budget of {limits.fuel_per_call:,} per call exhausted{also}"
             )
         if code == wasmtime.TrapCode.INTERRUPT:
-            if ticks < self.call_ticks:
+            # The evaluation's clock, if it capped this call or (within a tick) ran out with it.
+            if ticks < self.call_ticks or self.wall_left_s <= _TICK_S:
                 return self._exhausted("wall clock", f"{self.evaluation_wall_ms:,} ms")
             return GuestError("timeout", f"wall-clock limit of {limits.wall_ms} ms exceeded")
         if code == wasmtime.TrapCode.STACK_OVERFLOW:
@@ -522,17 +524,20 @@ class AgentInstance:
         try:
             result = func(ctx, *args)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            self._spent(fuel, started)
             err = budget.failure(exc, fuel, ticks, memory_full=self._memory_full())
             self.poisoned = err.reason
             raise err from exc
-        finally:
-            ffi.wasmtime_context_get_fuel(ctx, self._fuel_ref)
-            used = fuel - self._fuel.value
-            budget.spent(used, time.perf_counter() - started)
-            self.fuel_used += used
-            self.calls += 1
+        self._spent(fuel, started)
         self._sync_memory()  # only a guest call can grow the memory
         return result
+
+    def _spent(self, fuel: int, started: float) -> None:
+        ffi.wasmtime_context_get_fuel(self._ctx, self._fuel_ref)
+        used = fuel - self._fuel.value
+        self._budget.spent(used, time.perf_counter() - started)
+        self.fuel_used += used
+        self.calls += 1
 
     def _memory_size(self) -> int:
         return int(ffi.wasmtime_memory_data_size(self._ctx, self._memory_ref))
