@@ -311,6 +311,7 @@ RUNTIME = [
         },
         sandbox_policy={
             "evaluation_fuel": 10_000_000,
+            "fuel_per_row": 0,
             "max_fuel_per_call": 5_000_000,
         },
         stage="act",
@@ -324,7 +325,7 @@ RUNTIME = [
             "act_later": "(local.set $k (i32.const 10000000)) (loop $l (local.set $k"
             " (i32.sub (local.get $k) (i32.const 1))) (br_if $l (local.get $k)))"
         },
-        sandbox_policy={"evaluation_wall_ms": 1_000, "max_wall_ms": 1_000},
+        sandbox_policy={"evaluation_wall_ms": 1_000, "wall_ms_per_row": 0, "max_wall_ms": 1_000},
         limits={"wall_ms": 1_000, "fuel_per_call": 2_000_000_000},
         stage="act",
     ),

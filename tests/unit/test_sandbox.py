@@ -246,6 +246,27 @@ def test_hostile_predict_answers_are_guest_errors(case):
         assert case.name == "text-output" and answer == {"output": "seven"}
 
 
+def test_the_evaluation_budget_grows_with_the_rows_evaluated():
+    """A base plus a share per candidate row: Batch evaluates whole populations at once."""
+    (burner,) = [c for c in hostile.RUNTIME if c.name == "fuel-burner"]  # 4.5M fuel a call
+    policy = SandboxPolicy(
+        evaluation_fuel=5_000_000, fuel_per_row=5_000_000, max_fuel_per_call=5_000_000
+    )
+    limits = ResourceLimits(fuel_per_call=5_000_000, memory_pages=32, wall_ms=1_000)
+    calls = {}
+    for rows in (1, 10):
+        inst = Sandbox(policy=policy).instantiate(burner.wasm(), limits)
+        inst.prepare(np.zeros((rows, 5)), n_obs=1, shared=False)
+        with pytest.raises(GuestError) as err:
+            for _ in range(1_000):
+                inst.act(np.zeros((rows, 4)))
+        assert err.value.kind == "evaluation-budget"
+        assert f"x {rows} rows" in err.value.reason
+        calls[rows] = inst.calls
+    # (5M + 5M) / 4.5M: 2 burning calls; (5M + 50M) / 4.5M: 12.
+    assert calls[10] - calls[1] == 10, calls
+
+
 def test_policy_caps_total_pages_across_memories():
     """With several memories allowed, the manifest's pages are for all of them together."""
     wat = hostile.GOOD.wat().replace(
@@ -275,7 +296,13 @@ def test_wasi_needs_the_policy_too():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("max_memories", 0), ("evaluation_fuel", -1), ("max_wall_ms", 10**9), ("max_tables", 1.5)],
+    [
+        ("max_memories", 0),
+        ("evaluation_fuel", -1),
+        ("fuel_per_row", -1),
+        ("max_wall_ms", 10**9),
+        ("max_tables", 1.5),
+    ],
 )
 def test_a_bad_policy_names_its_field(field, value):
     with pytest.raises(ValueError, match=f"policy.{field}"):

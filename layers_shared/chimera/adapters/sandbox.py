@@ -351,24 +351,35 @@ class Sandbox:
 
 
 class _Budget:
-    """What one instance (one evaluation) may still spend, and how a failure is named."""
+    """What one instance (one evaluation) may still spend, and how a failure is named.
+
+    The policy's base, grown by its per-row share for every candidate row `prepare` places.
+    """
 
     def __init__(self, limits: ResourceLimits, policy: SandboxPolicy) -> None:
         self.limits = limits
+        self.policy = policy
         self.call_ticks = _ticks(limits.wall_ms)
-        self.fuel_left = policy.evaluation_fuel
+        self.fuel_total = self.fuel_left = policy.evaluation_fuel
+        self.wall_total_ms = policy.evaluation_wall_ms
         self.wall_left_s = policy.evaluation_wall_ms / 1000
-        self.evaluation_fuel = policy.evaluation_fuel
-        self.evaluation_wall_ms = policy.evaluation_wall_ms
+        self.rows = 0
         self.calls = 0
+
+    def add_rows(self, rows: int) -> None:
+        self.rows += rows
+        self.fuel_total += self.policy.fuel_per_row * rows
+        self.fuel_left += self.policy.fuel_per_row * rows
+        self.wall_total_ms += self.policy.wall_ms_per_row * rows
+        self.wall_left_s += self.policy.wall_ms_per_row * rows / 1000
 
     def next_call(self) -> tuple[int, int]:
         """(fuel, epoch ticks) for the next call: its own limits, or what the evaluation has
         left if that is less. An evaluation with nothing left fails before the call."""
         if self.fuel_left <= 0:
-            raise self._exhausted("fuel", f"{self.evaluation_fuel:,} fuel")
+            raise self._exhausted("fuel")
         if self.wall_left_s <= 0:
-            raise self._exhausted("wall clock", f"{self.evaluation_wall_ms:,} ms")
+            raise self._exhausted("wall clock")
         fuel = min(self.limits.fuel_per_call, self.fuel_left)
         ticks = min(self.call_ticks, max(1, math.ceil(self.wall_left_s / _TICK_S)))
         return fuel, ticks
@@ -378,12 +389,15 @@ class _Budget:
         self.wall_left_s -= seconds
         self.calls += 1
 
-    def _exhausted(self, what: str, budget: str) -> GuestError:
-        setting = "evaluation_fuel" if what == "fuel" else "evaluation_wall_ms"
+    def _exhausted(self, what: str) -> GuestError:
+        if what == "fuel":
+            budget, settings = f"{self.fuel_total:,} fuel", "evaluation_fuel + fuel_per_row"
+        else:
+            budget, settings = f"{self.wall_total_ms:,} ms", "evaluation_wall_ms + wall_ms_per_row"
         return GuestError(
             "evaluation-budget",
             f"evaluation {what} budget of {budget} spent after {self.calls} guest calls "
-            f"(policy.{setting})",
+            f"(policy {settings} x {self.rows} rows)",
         )
 
     def failure(self, exc: BaseException, fuel: int, ticks: int, memory_full: bool) -> GuestError:
@@ -393,7 +407,7 @@ class _Budget:
         code = getattr(exc, "trap_code", None)
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
             if fuel < limits.fuel_per_call or self.fuel_left <= 0:
-                return self._exhausted("fuel", f"{self.evaluation_fuel:,} fuel")
+                return self._exhausted("fuel")
             also = f" with memory at its {limits.memory_pages}-page limit" if memory_full else ""
             return GuestError(
                 "out-of-fuel", f"fuel budget of {limits.fuel_per_call:,} per call exhausted{also}"
@@ -401,7 +415,7 @@ class _Budget:
         if code == wasmtime.TrapCode.INTERRUPT:
             # The evaluation's clock, if it capped this call or (within a tick) ran out with it.
             if ticks < self.call_ticks or self.wall_left_s <= _TICK_S:
-                return self._exhausted("wall clock", f"{self.evaluation_wall_ms:,} ms")
+                return self._exhausted("wall clock")
             return GuestError("timeout", f"wall-clock limit of {limits.wall_ms} ms exceeded")
         if code == wasmtime.TrapCode.STACK_OVERFLOW:
             return GuestError("stack-overflow", "guest call stack exhausted (unbounded recursion?)")
@@ -589,6 +603,7 @@ class AgentInstance:
         n_agents, width = genomes.shape
         if width != self.genome_len:
             raise GuestError("abi-mismatch", f"module takes {self.genome_len} genes, got {width}")
+        self._budget.add_rows(n_agents)
         self._call(self._reset)
         g = self._allocate(genomes.nbytes)
         obs_count = (n_obs if shared else n_agents * n_obs) * self.obs_len

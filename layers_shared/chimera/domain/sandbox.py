@@ -87,8 +87,8 @@ class SandboxPolicy:
     No imports at all unless the manifest asks for WASI and the policy allows it. Per call:
     fuel, wall clock, memory pages (in total across the instance's memories), memories,
     tables, table elements. Per evaluation (one instance: a shard, a hold-out, a predict):
-    total fuel and total guest wall clock, so an agent spending most of its per-call budget
-    on every call still ends in bounded time. Per answer: the size and depth of the JSON a
+    total fuel and total guest wall clock, a base plus a share per candidate row, so an agent
+    spending most of its per-call budget on every call still ends in bounded time. Per answer: the size and depth of the JSON a
     guest may return.
     """
 
@@ -100,18 +100,25 @@ class SandboxPolicy:
     max_fuel_per_call: int = 10_000_000_000  # ~4 s of a tight loop
     max_wall_ms: int = 10_000
     max_module_bytes: int = 8 * 1024 * 1024
-    evaluation_fuel: int = 20_000_000_000  # a 10,000-agent CartPole shard needs ~8.4e9
-    evaluation_wall_ms: int = 60_000  # guest time of one evaluation, under Lambda's 5 min
+    # One evaluation's budget: a base, plus so much for each candidate row it places (a
+    # CartPole episode of one genome, a genome scored on a data split). An honest 500-step
+    # CartPole episode costs ~42,000 fuel, a breast-cancer row ~200,000; Batch evaluates whole
+    # populations in one instance, so the budget grows with what is evaluated.
+    evaluation_fuel: int = 10_000_000_000  # ~4 s of a tight loop
+    fuel_per_row: int = 10_000_000
+    evaluation_wall_ms: int = 60_000  # guest time, well under Lambda's 5 minutes
+    wall_ms_per_row: int = 10
     max_answer_bytes: int = 65_536
     max_answer_depth: int = 32
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name != "allow_wasi" and (
-                isinstance(value, bool) or not isinstance(value, int) or value <= 0
-            ):
-                raise ValueError(f"policy.{f.name}: must be a positive integer, got {value!r}")
+            if f.name == "allow_wasi":
+                continue
+            least = 0 if f.name.endswith("_per_row") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"policy.{f.name}: must be an integer >= {least}, got {value!r}")
         if self.max_fuel_per_call > self.evaluation_fuel:
             raise ValueError("policy.max_fuel_per_call: above policy.evaluation_fuel")
         if self.max_wall_ms > self.evaluation_wall_ms:
