@@ -17,6 +17,7 @@ from chimera.settings import LocalSettings
 # `chimera run` when another execution drives some agent's run (sysexits' EX_TEMPFAIL:
 # nothing failed, that agent was left to its owner; run again later).
 EXIT_SKIPPED = 75
+EXIT_REJECTED = 65  # EX_DATAERR: a bundle was rejected (the cycle ran; live modules serve on)
 
 
 def _progress(quiet: bool) -> Any:
@@ -90,6 +91,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = status != "succeeded" or any(i.get("status") == "failed" for i in items)
     if failed:
         return 1
+    if rep.rejections:  # an upload needs the operator: say so in the status, not only above
+        print(f"{len(rep.rejections)} bundle(s) rejected, see above", file=sys.stderr)
+        return EXIT_REJECTED
     skipped = [i for i in items if (i.get("outcome") or {}).get("status") == "skipped"]
     for item in skipped:
         print(f"{item['agent_id']}: {item['outcome']['decision']}", file=sys.stderr)

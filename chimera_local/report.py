@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chimera.domain.models import Decision, EvolutionRun, FitnessPoint, KpiRecord
@@ -20,6 +20,30 @@ class RunView:
     live_version: int | None
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """A bundle this cycle did not take: at discovery (manifest, module file, a claimed id) or
+    at validation (its module version failed layer 3; the live version, if any, serves on)."""
+
+    bundle: str
+    reason: str
+    agent_id: str | None = None
+    version: int | None = None
+    live_version: int | None = None
+
+    def line(self) -> str:
+        what = f"bundle {self.bundle!r}"
+        if self.agent_id is not None:
+            what += f" (agent {self.agent_id}, module v{self.version})"
+        if self.agent_id is None:
+            after = "not registered"
+        elif self.live_version is None:
+            after = "no live module: the agent is invalid"
+        else:
+            after = f"live module v{self.live_version} keeps serving"
+        return f"{what} rejected: {self.reason} [{after}]"
+
+
 @dataclass
 class Report:
     execution_id: str
@@ -28,6 +52,28 @@ class Report:
     decisions: list[Decision]
     runs: list[RunView]
     items: list[dict[str, Any]]
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def rejections(decisions: list[Decision]) -> list[Rejection]:
+    """The bundles a cycle rejected, from what discovery and validation decided."""
+    out: list[Rejection] = []
+    for d in decisions:
+        if d.layer == "discovery":
+            for r in d.detail.get("rejected") or []:
+                out.append(Rejection(bundle=str(r["bundle"]), reason=str(r["error"])))
+        elif d.layer == "validation" and isinstance(d.detail.get("rejected"), dict):
+            r = d.detail["rejected"]
+            out.append(
+                Rejection(
+                    bundle=str(r["bundle"]),
+                    reason="; ".join(r["problems"]),
+                    agent_id=d.detail.get("agent_id"),
+                    version=r.get("version"),
+                    live_version=d.detail.get("live_version"),
+                )
+            )
+    return out
 
 
 def collect(
@@ -49,7 +95,8 @@ def collect(
                 alias.primary_version if alias else None,
             )
         )
-    return Report(execution_id, status, seconds, store.list_decisions(execution_id), runs, items)
+    decisions = store.list_decisions(execution_id)
+    return Report(execution_id, status, seconds, decisions, runs, items, rejections(decisions))
 
 
 def _score(view: RunView, version: int | None) -> str:
@@ -81,6 +128,9 @@ def text(report: Report) -> str:
         lines.append(
             f"  {item.get('agent_id')}: {item.get('status')} {item.get('problems') or item.get('error') or ''}"
         )
+    if report.rejections:
+        lines += ["", "  Rejected bundles:"]
+        lines += [f"    {r.line()}" for r in report.rejections]
     lines += ["", "  Layers:"]
     lines += [f"    [{d.layer}] {d.summary}" for d in report.decisions]
     return "\n".join(lines)
@@ -113,6 +163,12 @@ def _plot_svg(report: Report) -> str:
     return svg[svg.index("<svg") :]
 
 
+def _serving(r: Rejection) -> str:
+    if r.agent_id is None:
+        return "not registered"
+    return "nothing (invalid)" if r.live_version is None else f"live module v{r.live_version}"
+
+
 def to_html(report: Report) -> str:
     e = html.escape
     rows = "".join(
@@ -122,6 +178,19 @@ def to_html(report: Report) -> str:
         f"<td>{e(v.run.decision or '')}</td></tr>"
         for v in report.runs
     )
+    rejected = ""
+    if report.rejections:
+        rejected = (
+            "<h2>Rejected bundles</h2><table><tr><th>bundle</th><th>agent</th><th>module</th>"
+            "<th>reason</th><th>serving now</th></tr>"
+            + "".join(
+                f"<tr><td>{e(r.bundle)}</td><td>{e(r.agent_id or '-')}</td>"
+                f"<td>{'v' + str(r.version) if r.version is not None else '-'}</td>"
+                f"<td>{e(r.reason)}</td><td>{_serving(r)}</td></tr>"
+                for r in report.rejections
+            )
+            + "</table>"
+        )
     decisions = "".join(
         f"<tr><td>{e(d.at.strftime('%H:%M:%S'))}</td><td>{e(d.layer)}</td><td>{e(d.summary)}</td></tr>"
         for d in report.decisions
@@ -131,7 +200,7 @@ def to_html(report: Report) -> str:
 <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#1f2328}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left}}th{{background:#f6f8fa}}</style></head>
 <body><h1>Optimization cycle {e(report.execution_id)}</h1>
-<p>Status: <b>{e(report.status)}</b>, {report.seconds:.1f} s.</p>
+<p>Status: <b>{e(report.status)}</b>, {report.seconds:.1f} s.</p>{rejected}
 <h2>Fitness per generation</h2>{_plot_svg(report)}
 <h2>Runs</h2><table><tr><th>agent</th><th>strategy</th><th>generations</th><th>best training fitness</th>
 <th>candidate (hold-out)</th><th>incumbent (hold-out)</th><th>decision</th></tr>{rows}</table>

@@ -4,10 +4,12 @@ tests/infra/test_grants.py against every function's synthesized policy.
 Read from the services each function runs (layers_shared/chimera/services/):
 - every layer writes its decisions to the ledger (`store.add_decision`), so each has the table
   read/write; the API writes KPIs (POST /kpis) and reads everything else;
-- agent bundles are read where modules are listed or loaded: discovery (list), validation
-  (inspect), execution and the API's predict (instantiate);
-- large state (optimizer states, big generations) lives in the artifact bucket: evolution
-  writes it; execution, meta-evolution, resources and the API read it;
+- agent bundles are read by discovery alone: it copies each module version (and its
+  manifest) into the artifact bucket by digest, and nothing runs a module from the bundles;
+- the artifact bucket holds those module versions and large state (optimizer states, big
+  generations): discovery writes modules, evolution writes state; validation (inspect),
+  execution and the API's predict (instantiate) read modules; meta-evolution and resources
+  read state;
 - events go through the table's outbox (infra_cdk/constructs/outbox.py) except where a
   function publishes directly: execution's and the API's predict publish KpiRecorded;
 - the API alone starts (and, for an idempotent retry, describes) optimization cycles, and its
@@ -35,17 +37,16 @@ class Grants:
 
 
 GRANTS: dict[str, Grants] = {
-    "Discovery": Grants(table="read_write", bundles=True),
+    "Discovery": Grants(table="read_write", bundles=True, artifacts="read_write"),
     "Planning": Grants(table="read_write"),
-    "Validation": Grants(table="read_write", bundles=True),
-    "Execution": Grants(table="read_write", bundles=True, artifacts="read", put_events=True),
+    "Validation": Grants(table="read_write", artifacts="read"),
+    "Execution": Grants(table="read_write", artifacts="read", put_events=True),
     "Refinement": Grants(table="read_write", kpi_queue=True),
     "MetaEvolution": Grants(table="read_write", artifacts="read"),
     "Evolution": Grants(table="read_write", artifacts="read_write"),
     "Resources": Grants(table="read_write", artifacts="read"),
     "Api": Grants(
         table="read_write",
-        bundles=True,
         artifacts="read",
         put_events=True,
         describe_bus=True,

@@ -75,7 +75,14 @@ class ChimeraStack(Stack):
             "CHIMERA_BUNDLE_PREFIX": "agents/",
             "CHIMERA_ARTIFACT_BUCKET": storage.artifacts.bucket_name,
         }
-        gpu = GpuJobs(self, "Gpu", table=storage.table, bundles=storage.bundles, environment=env)
+        gpu = GpuJobs(
+            self,
+            "Gpu",
+            table=storage.table,
+            bundles=storage.bundles,
+            artifacts=storage.artifacts,
+            environment=env,
+        )
         functions = Functions(self, "Functions", layer_dir=layer_dir, environment=env)
         fns = functions.by_name
         workflows = Workflows(

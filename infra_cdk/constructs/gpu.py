@@ -26,6 +26,7 @@ class GpuJobs(Construct):
         *,
         table: dynamodb.ITable,
         bundles: s3.IBucket,
+        artifacts: s3.IBucket,
         environment: dict[str, str],
     ) -> None:
         super().__init__(scope, id)
@@ -54,7 +55,7 @@ class GpuJobs(Construct):
             self, "JobRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com")
         )
         table.grant_read_write_data(job_role)
-        bundles.grant_read(job_role)
+        artifacts.grant_read(job_role)  # module versions by digest, large generations
         image = ecs.ContainerImage.from_asset(
             str(REPO),
             file="gpu_jobs/evaluate_population/Dockerfile",

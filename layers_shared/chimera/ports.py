@@ -199,8 +199,11 @@ class ArtifactStore(Protocol):
     store by digest, and nothing serves from here.
     """
 
-    def list_bundles(self) -> Iterable[tuple[str, bytes]]:
-        """Yield (bundle location, manifest.json bytes) for every bundle, in location order."""
+    def list_bundles(self, max_manifest_bytes: int) -> Iterable[tuple[str, bytes]]:
+        """Yield (bundle location, manifest.json bytes) for every bundle, in location order.
+
+        At most `max_manifest_bytes + 1` bytes of a manifest are read: more means too large.
+        """
         ...
 
     def read_module(self, bundle: str, name: str, max_bytes: int) -> bytes:

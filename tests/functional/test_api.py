@@ -31,6 +31,10 @@ def call(name: str, **override) -> tuple[int, dict]:
 @pytest.fixture
 def discovered(home, only_cartpole):
     handler_for("discovery")({"action": "discover", "execution_id": "api"})
+    # Layer 3 makes the discovered module version live (only a validated module serves).
+    handler_for("validation")(
+        {"action": "validate", "execution_id": "api", "agent_id": "cartpole-linear"}
+    )
     # The agent goes live on its defaults the first time a run starts from it.
     choice = handler_for("meta_evolution")(
         {"action": "choose", "execution_id": "api", "agent_id": "cartpole-linear"}

@@ -43,6 +43,10 @@ def base_url(tmp_path_factory: pytest.TempPathFactory):
     mp.setenv("POWERTOOLS_LOG_LEVEL", "CRITICAL")
     runtime.deps.cache_clear()
     handler_for("discovery")({"action": "discover", "execution_id": "fuzz"})
+    for agent_id in ("breast-cancer-linear", "cartpole-linear"):  # layer 3: modules go live
+        handler_for("validation")(
+            {"action": "validate", "execution_id": "fuzz", "agent_id": agent_id}
+        )
     runtime.deps().workflows = RecordingStarter()
     server = make_server("127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

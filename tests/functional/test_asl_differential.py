@@ -50,7 +50,9 @@ def event_counts(histories: dict[str, list[str]]) -> list[Counter[str]]:
 def test_evolution_run_agrees_with_moto(home, only_cartpole, tmp_path, monkeypatch):
     # Segments of 2 generations: the run continues across several child executions.
     event = {"execution_id": "diff", "agent_id": "cartpole-linear", "segment_generations": 2}
+    validate = {"action": "validate", "execution_id": "diff", "agent_id": "cartpole-linear"}
     handler_for("discovery")({"action": "discover", "execution_id": "diff"})
+    handler_for("validation")(validate)
     executor = local_executor()
     ours_out = executor.start(state_machine_arn("evolution-run"), event, "differential")
     ours = outcome(runtime.deps().store, "cartpole-linear")
@@ -59,6 +61,7 @@ def test_evolution_run_agrees_with_moto(home, only_cartpole, tmp_path, monkeypat
     monkeypatch.setenv("CHIMERA_HOME", str(tmp_path / "moto-home"))
     runtime.deps.cache_clear()
     handler_for("discovery")({"action": "discover", "execution_id": "diff"})
+    handler_for("validation")(validate)
     moto_out, moto_histories = run_in_moto(event)
     theirs = outcome(runtime.deps().store, "cartpole-linear")
 

@@ -14,6 +14,9 @@ from chimera_local.workflows import handler_for
 @pytest.fixture
 def bootstrapped(home, only_cartpole):
     handler_for("discovery")({"action": "discover", "execution_id": "e"})
+    handler_for("validation")(
+        {"action": "validate", "execution_id": "e", "agent_id": "cartpole-linear"}
+    )
     choice = handler_for("meta_evolution")(
         {"action": "choose", "execution_id": "e", "agent_id": "cartpole-linear"}
     )

@@ -420,6 +420,23 @@ class KeyValueStore(abc.ABC):
     def list_agents(self) -> list[Agent]:
         return self._read_all(Agent.model_validate_json, self._rows("AGENTS"))
 
+    # -- agents: conditional saves (module versions; issue 6, bundles and discovery) -------
+    def save_agent(self, agent: Agent, events: Sequence[Event] = ()) -> Agent:
+        """The agent at its next revision, conditional on the revision it was read at.
+
+        Revision 0 is an agent not stored yet (put-if-absent), or one stored before agents
+        had revisions (rev NULL): that one upgrade write is unconditional.
+        """
+        nxt = agent.model_copy(update={"revision": agent.revision + 1})
+        condition: str | int | None = agent.revision
+        if agent.revision == 0:
+            condition = ABSENT if self._get("AGENTS", agent.agent_id) is None else None
+        put = Put(
+            "AGENTS", agent.agent_id, nxt.model_dump_json(), rev=nxt.revision, condition=condition
+        )
+        self._write([put, *self._outbox(events)])
+        return nxt
+
     # -- genomes and aliases --------------------------------------------------------------
     @staticmethod
     def _genome_put(genome: Genome) -> Put:

@@ -90,25 +90,136 @@ class AgentManifest(Frozen):
         check_genes(self.genome, genes)
 
 
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def manifest_sha256(manifest: AgentManifest) -> str:
+    """The manifest's digest over its canonical JSON (what a module version was registered with)."""
+    return hashlib.sha256(manifest.model_dump_json().encode()).hexdigest()
+
+
+def module_blob_key(digest: str) -> str:
+    """Where a module's bytes live in the blob store: named by their content, written once."""
+    return f"modules/{digest}.wasm"
+
+
+def manifest_blob_key(digest: str) -> str:
+    return f"manifests/{digest}.json"
+
+
+class ModuleVersion(Frozen):
+    """One registered module of an agent: its bytes and manifest, immutable blobs by digest.
+
+    A bundle file can change under us; the version cannot: `key` and `manifest_key` name
+    content-addressed blobs that are written once and checked against their digests on read.
+    """
+
+    version: int = Field(ge=1)
+    digest: Sha256 = Field(description="SHA-256 of the module bytes")
+    key: str = Field(min_length=1, max_length=1024, description="blob key of the module bytes")
+    manifest_digest: Sha256
+    manifest_key: str = Field(min_length=1, max_length=1024, description="blob key of the manifest")
+    bundle: str = Field(min_length=1, max_length=1024, description="the bundle it came from")
+    discovered_at: datetime = Field(default_factory=utcnow, description="when L1 registered it")
+    validated_at: datetime | None = Field(default=None, description="when layer 3 passed it")
+    validated_by: str | None = Field(
+        default=None, max_length=256, description="the execution whose layer 3 passed it"
+    )
+
+
+class ModuleRejection(Frozen):
+    """A module version that failed layer 3; the bundle stays rejected until it changes."""
+
+    version: int = Field(ge=1)
+    digest: Sha256
+    manifest_digest: Sha256
+    bundle: str = Field(min_length=1, max_length=1024)
+    problems: tuple[str, ...] = Field(min_length=1, max_length=64)
+    at: datetime = Field(default_factory=utcnow)
+
+
 class Agent(Frozen):
+    """An agent id, bound to the bundle that registered it, and its module versions.
+
+    `live` serves (predict, evaluation); `pending` waits for layer 3, which makes it live
+    only if it passes; `rejected` is the last version that failed (the live one kept serving).
+    `manifest` is the live module's manifest (the pending one's while nothing is live yet).
+    Every save is conditional on `revision`.
+    """
+
     manifest: AgentManifest
-    module_key: str = Field(description="where the module bytes live (path or S3 key)")
-    module_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bundle: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="the bundle location that first registered this id; no other may claim it",
+    )
+    live: ModuleVersion | None = None
+    pending: ModuleVersion | None = None
+    rejected: ModuleRejection | None = None
+    versions: int = Field(default=0, ge=0, description="module versions registered so far")
+    revision: int = Field(
+        default=0, ge=0, description="bumped by every save; saves are conditional on it"
+    )
     discovered_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_layout(cls, data: Any) -> Any:
+        """A document from before module versions (module_key and module_digest): its module
+        becomes the pending version 1, bound to the bundle folder in its key. Discovery copies
+        the bundle's bytes to the blob store again and layer 3 makes it live."""
+        if not isinstance(data, dict) or "module_key" not in data:
+            return data
+        data = dict(data)
+        key, digest = str(data.pop("module_key")), data.pop("module_digest", "")
+        manifest = AgentManifest.model_validate(data["manifest"])
+        m_digest = manifest_sha256(manifest)
+        bundle = key.split("/", 1)[0] or key
+        data.setdefault("bundle", bundle)
+        data.setdefault(
+            "pending",
+            ModuleVersion(
+                version=1,
+                digest=digest,
+                key=module_blob_key(digest),
+                manifest_digest=m_digest,
+                manifest_key=manifest_blob_key(m_digest),
+                bundle=bundle,
+            ),
+        )
+        data.setdefault("versions", 1)
+        return data
+
+    @model_validator(mode="after")
+    def _versions(self) -> Agent:
+        known = [m.version for m in (self.live, self.pending, self.rejected) if m is not None]
+        if not known:
+            raise ValueError("an agent needs a live, pending or rejected module version")
+        if max(known) > self.versions:
+            raise ValueError(f"versions: {self.versions} is below module version {max(known)}")
+        return self
 
     @property
     def agent_id(self) -> str:
         return self.manifest.agent_id
+
+    @property
+    def module_digest(self) -> str:
+        """The digest of the module that serves (or, while none does, of the newest one)."""
+        for m in (self.live, self.pending, self.rejected):
+            if m is not None:
+                return m.digest
+        raise AssertionError("unreachable: checked by _versions")
 
 
 class Genome(Frozen):
     """An immutable, versioned parameter vector of one agent."""
 
     agent_id: AgentId
-    version: int = Field(ge=1)
-    genes: tuple[float, ...]
-    parent_version: int | None = None
-    source_run: str | None = None
+    version: Version
+    genes: tuple[float, ...] = Field(min_length=1, max_length=MAX_GENES)
+    parent_version: Version | None = None
+    source_run: RunId | None = None
     fitness: float | None = None
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 import zlib
@@ -16,6 +15,7 @@ from chimera.domain.optimizers import Fitness
 from chimera.domain.sandbox import GuestError, finite_number
 from chimera.domain.suites import get_suite
 from chimera.ports import AgentRuntime
+from chimera.services import modules
 from chimera.services.contracts import (
     EvaluateShardRequest,
     EvaluateShardResult,
@@ -32,12 +32,14 @@ def generation_seed(run_seed: int, generation: int) -> int:
 
 
 def load_runtime(deps: Deps, agent: Agent) -> AgentRuntime:
-    wasm = deps.artifacts.read(agent.module_key)
-    if hashlib.sha256(wasm).hexdigest() != agent.module_digest:
-        raise GuestError(
-            "digest-mismatch", f"module at {agent.module_key} differs from the discovered digest"
-        )
-    return deps.sandbox.instantiate(wasm, agent.manifest.limits)
+    """The agent's live module (a version layer 3 passed), under the live manifest's limits.
+
+    Its bytes come from the blob store by digest and are checked: never from the bundle, which
+    an upload may have changed since. NotFoundError while no version is live.
+    """
+    if agent.live is None:
+        raise NotFoundError("validated live module of agent", agent.agent_id)
+    return deps.sandbox.instantiate(modules.module_bytes(deps, agent.live), agent.manifest.limits)
 
 
 def evaluate_shard(req: EvaluateShardRequest, deps: Deps) -> EvaluateShardResult:

@@ -1,12 +1,22 @@
-"""Agent bundles under an S3 prefix: <prefix><bundle>/manifest.json + module."""
+"""Agent bundles under an S3 prefix: <prefix><bundle>/manifest.json + the module it names.
+
+Read only, and untrusted: a module name must be a plain key of its bundle, and reads are
+bounded (a ranged GET never fetches more than the cap plus one byte).
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
-from chimera.domain.errors import NotFoundError
+from botocore.exceptions import ClientError
+
+from chimera.adapters.aws.errors import translate
+from chimera.domain.errors import NotFoundError, ValidationFailedError
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
 
 
 class S3Artifacts:
@@ -15,28 +25,51 @@ class S3Artifacts:
         self.prefix = prefix.rstrip("/") + "/" if prefix else ""
         self.client = client
 
-    def read(self, key: str) -> bytes:
-        try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
-        except self.client.exceptions.NoSuchKey as exc:
-            raise NotFoundError("artifact", key) from exc
-        return obj["Body"].read()
+    def _read(self, key: str, limit: int) -> bytes:
+        """At most `limit` bytes of the object under the prefix; NotFoundError if absent."""
+        where = f"s3://{self.bucket}/{self.prefix}{key}"
+        with translate(f"get {where}"):
+            try:
+                obj = self.client.get_object(
+                    Bucket=self.bucket, Key=self.prefix + key, Range=f"bytes=0-{limit - 1}"
+                )
+            except self.client.exceptions.NoSuchKey as exc:
+                raise NotFoundError("artifact", key) from exc
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return b""  # an empty object has no byte 0
+                raise
+            data: bytes = obj["Body"].read(limit)
+        return data
 
-    def list_bundles(self) -> Iterator[tuple[str, bytes, bytes]]:
+    def list_bundles(self, max_manifest_bytes: int) -> Iterator[tuple[str, bytes]]:
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+        with translate(f"list s3://{self.bucket}/{self.prefix}"):
+            pages = list(paginator.paginate(Bucket=self.bucket, Prefix=self.prefix))
+        for page in pages:
             for obj in page.get("Contents", []):
                 key = obj["Key"][len(self.prefix) :]
                 if not key.endswith("/manifest.json") or key.count("/") != 1:
                     continue
-                bundle = key.split("/", 1)[0]
-                raw = self.read(key)
                 try:
-                    module = str(json.loads(raw).get("module", "agent.wasm"))
-                except (ValueError, AttributeError):
-                    module = "agent.wasm"
-                try:
-                    wasm = self.read(f"{bundle}/{module}")
-                except NotFoundError:
-                    wasm = b""
-                yield bundle, raw, wasm
+                    raw = self._read(key, max_manifest_bytes + 1)
+                except NotFoundError:  # deleted since the listing
+                    continue
+                yield key.split("/", 1)[0], raw
+
+    def read_module(self, bundle: str, name: str, max_bytes: int) -> bytes:
+        if not _plain_name(bundle):
+            raise ValidationFailedError("bundle", f"{bundle!r} is not a bundle location")
+        if not _plain_name(name):
+            raise ValidationFailedError(
+                "module", f"{name!r} is not a file name inside bundle {bundle!r}"
+            )
+        try:
+            data = self._read(f"{bundle}/{name}", max_bytes + 1)
+        except NotFoundError:
+            raise NotFoundError("module", f"{bundle}/{name}") from None
+        if len(data) > max_bytes:
+            raise ValidationFailedError(
+                "module", f"{bundle}/{name} is larger than the {max_bytes}-byte cap"
+            )
+        return data
