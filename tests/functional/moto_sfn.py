@@ -109,7 +109,10 @@ def moto_step_functions(dispatch: Dispatch) -> Iterator[MotoStepFunctions]:
             error = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
             return json.dumps(error).encode()
 
-    config: Any = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+    config: Any = {
+        "stepfunctions": {"execute_state_machine": True},
+        "lambda": {"use_docker": False},
+    }
     with ExitStack() as stack:
         stack.enter_context(mock_aws(config=config))
         stack.enter_context(mock.patch.object(LambdaSimpleBackend, "invoke", invoke))
@@ -209,7 +212,10 @@ def moto_machines(
             return json.dumps(error, separators=(",", ":")).encode()  # as Lambda's runtime
 
     delays: list[float] = []
-    config: Any = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+    config: Any = {
+        "stepfunctions": {"execute_state_machine": True},
+        "lambda": {"use_docker": False},
+    }
     with ExitStack() as stack:
         stack.enter_context(mock_aws(config=config))
         stack.enter_context(mock.patch.object(LambdaSimpleBackend, "invoke", invoke))
