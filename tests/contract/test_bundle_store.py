@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import boto3
@@ -23,6 +23,7 @@ from chimera.domain.errors import (
     NotFoundError,
     ValidationFailedError,
 )
+from chimera.domain.sandbox import SandboxPolicy
 from chimera.ports import Store
 from chimera.services import discovery, validation
 from chimera.services.contracts import DiscoverRequest, ValidateRequest
@@ -137,7 +138,15 @@ def test_adapters_bound_their_reads(backend):
     assert bundle == AGENT and raw == MANIFEST[:11]  # 11 bytes: "more than 10"
     backend.write(AGENT, "empty.wasm", b"")
     assert backend.deps.artifacts.read_module(AGENT, "empty.wasm", 10) == b""
-    # Discovery names the file and the cap.
+    # Discovery names the file and the cap: the policy's for modules, 1 MiB for manifests.
+    small = replace(backend.deps, policy=SandboxPolicy(max_module_bytes=1000))
+    out = discovery.discover(DiscoverRequest(execution_id="c0"), small)
+    assert out.rejected == [
+        {
+            "bundle": AGENT,
+            "error": f"manifest.module: {AGENT}/agent.wasm is larger than the 1000-byte cap",
+        }
+    ]
     big = json.loads(MANIFEST) | {"description": "x" * (discovery.MAX_MANIFEST_BYTES + 1)}
     backend.write(AGENT, "manifest.json", json.dumps(big).encode())
     out = discovery.discover(DiscoverRequest(execution_id="c1"), backend.deps)

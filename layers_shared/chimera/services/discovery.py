@@ -32,7 +32,6 @@ from chimera.services.contracts import DiscoverRequest, DiscoverResult
 from chimera.services.deps import Deps
 
 MAX_MANIFEST_BYTES = 1024 * 1024
-MAX_MODULE_BYTES = 64 * 1024 * 1024  # read bound; the sandbox policy may cap modules lower
 SAVE_ATTEMPTS = 5
 
 
@@ -89,7 +88,8 @@ def _manifest(bundle: str, raw: bytes) -> AgentManifest:
 
 def _module(bundle: str, manifest: AgentManifest, deps: Deps) -> bytes:
     try:
-        return deps.artifacts.read_module(bundle, manifest.module, MAX_MODULE_BYTES)
+        # Bounded by the policy's module cap: a larger file is not even copied.
+        return deps.artifacts.read_module(bundle, manifest.module, deps.policy.max_module_bytes)
     except ValidationFailedError as exc:
         raise BundleRejectedError(f"manifest.module: {exc.message}") from None
     except NotFoundError:
