@@ -268,3 +268,28 @@ def test_chimera_run_reports_rejected_bundles_and_exits_65(home, only_cartpole, 
     (run,) = runtime.deps().store.list_runs(AGENT)
     assert run.status == "succeeded" and f"decision: {run.decision}" in out
     assert runtime.deps().store.get_agent(AGENT).live.version == 1
+
+
+def test_an_upload_during_validation_is_the_one_that_goes_live(home, only_cartpole):
+    """Discovery registers v2 while layer 3 is checking v1: v1's save loses its condition,
+    validation re-reads and checks v2; v1 never serves."""
+    store, sandbox = runtime.deps().store, runtime.deps().sandbox
+    discover("c1")
+    real_inspect = sandbox.inspect
+    raced = []
+
+    def inspect_while_a_new_upload_lands(wasm: bytes):
+        if not raced:
+            raced.append(True)
+            upload(only_cartpole, FIXED)
+            discover("c2")
+        return real_inspect(wasm)
+
+    sandbox.inspect = inspect_while_a_new_upload_lands
+    try:
+        assert validate("c1") == {"ok": True, "problems": []}
+    finally:
+        sandbox.inspect = real_inspect
+    agent = store.get_agent(AGENT)
+    assert agent.live.version == 2 and agent.live.digest == hashlib.sha256(FIXED).hexdigest()
+    assert agent.pending is None and agent.rejected is None and agent.versions == 2
