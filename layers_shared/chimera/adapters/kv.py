@@ -172,6 +172,16 @@ def _finite(writes: Sequence[Write]) -> None:
                 ) from None
 
 
+def _check_finite(item: str, **values: Any) -> None:
+    """ValidationFailedError naming the first NaN or infinity in `values` (JSON has neither)."""
+    for name, value in values.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            where, bad = _first_non_finite(value, name)
+            raise ValidationFailedError(where, f"{item}: {bad} is not a finite number") from None
+
+
 def _first_non_finite(value: Any, path: str = "") -> tuple[str, Any]:
     if isinstance(value, float) and not math.isfinite(value):
         return path, value
@@ -191,6 +201,9 @@ def _why(exc: BaseException) -> str:
     """One line on why a stored document does not parse (the first field pydantic names)."""
     if isinstance(exc, ValidationError):
         err = exc.errors()[0]
+        if err["type"] == "json_invalid":
+            cause = str(err["msg"]).removeprefix("Invalid JSON: ")
+            return f"not valid JSON ({cause}: truncated or damaged)"
         where = ".".join(str(p) for p in err["loc"]) or exc.title
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         return f"{where}: {err['msg']}{more}"
@@ -333,7 +346,13 @@ class KeyValueStore(abc.ABC):
     def _offload(self, doc: dict[str, Any], key: str, prefix: str) -> dict[str, Any]:
         """Move doc[key] to the blob store if the document is large; keep the reference."""
         value = doc[key]
-        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        try:
+            text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            where, bad = _first_non_finite(value)
+            raise ValidationFailedError(
+                f"{key}.{where}" if where else key, f"{prefix}: {bad} is not a finite number"
+            ) from None
         if len(text) <= INLINE_BYTES:
             return doc
         data = text.encode()
@@ -547,6 +566,9 @@ class KeyValueStore(abc.ABC):
 
     # -- runs -----------------------------------------------------------------------------
     def _run_put(self, run: EvolutionRun, condition: str | int | None) -> Put:
+        # pydantic dumps NaN and infinity inside untyped values as null: check them as they are.
+        _check_finite(f"RUN#{run.run_id}", optimizer_state=run.optimizer_state)
+        _check_finite(f"RUN#{run.run_id}", termination=run.termination)
         doc = self._offload(run.model_dump(mode="json"), "optimizer_state", f"runs/{run.run_id}")
         return Put(
             f"RUN#{run.run_id}",
