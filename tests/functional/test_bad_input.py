@@ -46,6 +46,9 @@ def call(name: str, **override: Any) -> tuple[int, dict]:
 def started(home, only_cartpole):
     """cartpole-linear discovered and live on genome v1 (a run started from it)."""
     handler_for("discovery")({"action": "discover", "execution_id": "bad-input"})
+    handler_for("validation")(
+        {"action": "validate", "execution_id": "bad-input", "agent_id": "cartpole-linear"}
+    )
     choice = handler_for("meta_evolution")(
         {"action": "choose", "execution_id": "bad-input", "agent_id": "cartpole-linear"}
     )
@@ -347,4 +350,7 @@ def test_bad_cli_arguments_are_refused_naming_them(home, capsys, argv, needle):
     assert needle in err and "Traceback" not in err and len(err) < 2000
 
 
-BAD_INPUTS = len(KPI_BODIES) + 2 + 2 + 5 + 6 + 4 + 7 + len(TASKS) + 6 + 6
+# KPI bodies, 1e999 and NaN events, unknown agent and version, predict bodies, unknown or
+# oversized route ids, cycle bodies, poisoned SQS messages, task events, unknown references,
+# CLI arguments: 66.
+BAD_INPUTS = len(KPI_BODIES) + 2 + 2 + 5 + 5 + 4 + 7 + len(TASKS) + 6 + 6
