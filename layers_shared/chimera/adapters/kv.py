@@ -589,14 +589,24 @@ class KeyValueStore(abc.ABC):
         conditional on the revision read, so two executions cannot both start a run for it.
         """
         active = self._get(f"ACTIVE#{run.agent_id}", "RUN")
-        previous = None if active is None else json.loads(active)
+        try:
+            previous = None if active is None else json.loads(active)
+            if previous is not None:
+                previous = {"run_id": str(previous["run_id"]), "rev": int(previous["rev"])}
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CorruptStateError(f"ACTIVE#{run.agent_id}/RUN", _why(exc)) from exc
         if previous is not None and previous["run_id"] != run.run_id:
-            other = self._get(f"RUN#{previous['run_id']}", "RUN")
-            if other is not None and json.loads(other)["status"] == RunStatus.RUNNING.value:
+            try:
+                running = self.get_run(previous["run_id"]).status == RunStatus.RUNNING
+            except (NotFoundError, CorruptStateError) as exc:
+                # Gone, or unreadable: nobody can resume it, so it holds the agent no longer.
+                log.warning("agent %s: its running run is unusable (%s)", run.agent_id, exc)
+                running = False
+            if running:
                 raise ConflictError(
                     f"agent_id: {run.agent_id} already has the running run {previous['run_id']}"
                 )
-        rev = 1 if previous is None else int(previous["rev"]) + 1
+        rev = 1 if previous is None else previous["rev"] + 1
         self._write(
             [
                 self._run_put(run.model_copy(update={"revision": 1}), ABSENT),
@@ -605,7 +615,7 @@ class KeyValueStore(abc.ABC):
                     "RUN",
                     json.dumps({"run_id": run.run_id, "rev": rev}),
                     rev=rev,
-                    condition=ABSENT if previous is None else int(previous["rev"]),
+                    condition=ABSENT if previous is None else previous["rev"],
                 ),
             ]
         )
