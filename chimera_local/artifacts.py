@@ -49,6 +49,6 @@ class LocalArtifacts:
         data = _read_at_most(path, max_bytes + 1)
         if len(data) > max_bytes:
             raise ValidationFailedError(
-                "module", f"{bundle}/{name} is larger than the {max_bytes}-byte cap"
+                "module", f"{bundle}/{name} is larger than the policy cap {max_bytes:,} bytes"
             )
         return data

@@ -128,6 +128,10 @@ def text(report: Report) -> str:
         lines.append(
             f"  {item.get('agent_id')}: {item.get('status')} {item.get('problems') or item.get('error') or ''}"
         )
+    for item in report.items:  # another execution drives this agent's run: left alone
+        outcome = item.get("outcome") or {}
+        if outcome.get("status") == "skipped":
+            lines.append(f"  {item.get('agent_id')}: {outcome.get('decision')}")
     if report.rejections:
         lines += ["", "  Rejected bundles:"]
         lines += [f"    {r.line()}" for r in report.rejections]

@@ -131,7 +131,7 @@ def test_adapters_read_only_inside_a_bundle(backend, name, error):
 def test_adapters_bound_their_reads(backend):
     backend.write(AGENT, "manifest.json", MANIFEST)
     backend.write(AGENT, "agent.wasm", WASM)
-    with pytest.raises(ValidationFailedError, match="larger than the 100-byte cap"):
+    with pytest.raises(ValidationFailedError, match="larger than the policy cap 100 bytes"):
         backend.deps.artifacts.read_module(AGENT, "agent.wasm", 100)
     assert backend.deps.artifacts.read_module(AGENT, "agent.wasm", len(WASM)) == WASM
     ((bundle, raw),) = backend.deps.artifacts.list_bundles(10)
@@ -144,7 +144,7 @@ def test_adapters_bound_their_reads(backend):
     assert out.rejected == [
         {
             "bundle": AGENT,
-            "error": f"manifest.module: {AGENT}/agent.wasm is larger than the 1000-byte cap",
+            "error": f"manifest.module: {AGENT}/agent.wasm is larger than the policy cap 1,000 bytes",
         }
     ]
     big = json.loads(MANIFEST) | {"description": "x" * (discovery.MAX_MANIFEST_BYTES + 1)}

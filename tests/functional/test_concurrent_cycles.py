@@ -123,6 +123,7 @@ def test_a_second_cycle_skips_the_run_another_drives(home, only_cartpole, tmp_pa
         out, err = second.communicate(timeout=300)
         assert second.returncode == EXIT_SKIPPED, out + err
         assert "driven by execution cycle-" in err
+        assert f"{AGENT}: skipped: " in out  # in the report too
     finally:
         gate.write_text("go")
     out, err = first.communicate(timeout=300)

@@ -221,7 +221,7 @@ REFUSED = [
         "oversized",
         "a 9 MiB module (a padding custom section)",
         "policy-limit",
-        "bytes, policy cap 8,388,608",
+        "policy cap 8,388,608",
         padding=9 * 1024 * 1024,
     ),
     Hostile(

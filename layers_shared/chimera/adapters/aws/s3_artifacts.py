@@ -70,6 +70,6 @@ class S3Artifacts:
             raise NotFoundError("module", f"{bundle}/{name}") from None
         if len(data) > max_bytes:
             raise ValidationFailedError(
-                "module", f"{bundle}/{name} is larger than the {max_bytes}-byte cap"
+                "module", f"{bundle}/{name} is larger than the policy cap {max_bytes:,} bytes"
             )
         return data
