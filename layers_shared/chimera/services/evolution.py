@@ -92,7 +92,7 @@ def _owner_alive(deps: Deps, run: EvolutionRun) -> bool:
     return run.lease_until is not None and run.lease_until > utcnow()
 
 
-def _owned(deps: Deps, run_id: str, execution_id: str) -> EvolutionRun:
+def owned_run(deps: Deps, run_id: str, execution_id: str) -> EvolutionRun:
     """The run, if `execution_id` owns it; a step of any other execution is refused."""
     run = deps.store.get_run(run_id)
     if run.execution_id != execution_id:
@@ -243,7 +243,7 @@ def _shards(run: EvolutionRun, number: int, size: int, shard_size: int) -> list[
 
 
 def _running(deps: Deps, run_id: str, execution_id: str) -> EvolutionRun:
-    run = _owned(deps, run_id, execution_id)
+    run = owned_run(deps, run_id, execution_id)
     if run.status != RunStatus.RUNNING:
         raise ValidationFailedError("run_id", f"run {run_id} is {run.status.value}")
     return run
@@ -279,7 +279,7 @@ def ask(req: AskRequest, deps: Deps) -> AskResult:
 
 
 def tell(req: TellRequest, deps: Deps) -> TellResult:
-    run = _owned(deps, req.run_id, req.execution_id)
+    run = owned_run(deps, req.run_id, req.execution_id)
     if req.generation is not None and req.generation < run.generation:
         # Told before (a retry after the write landed): the same answer, nothing written.
         return TellResult(
@@ -411,20 +411,19 @@ def _close(deps: Deps, run: EvolutionRun, status: RunStatus, decision: str) -> E
 
 
 def promote(req: PromoteRequest, deps: Deps) -> RunOutcome:
-    run = _owned(deps, req.run_id, req.execution_id)
+    run = owned_run(deps, req.run_id, req.execution_id)
     if run.status == RunStatus.RUNNING:
         if run.champion_version is None:
             raise ValidationFailedError("run_id", f"run {run.run_id} has no champion to promote")
         decision = _move_alias(deps, run)
         run = _close(deps, run, RunStatus.SUCCEEDED, decision)
-    # Closed before a crash (or just now): its decision is recorded once.
-    _decide(
-        deps,
-        req.execution_id,
-        f"{run.run_id}:close",
-        f"{run.agent_id}: {run.decision}",
-        run_id=run.run_id,
-    )
+    return _closed(deps, req.execution_id, run)
+
+
+def _closed(deps: Deps, execution_id: str, run: EvolutionRun) -> RunOutcome:
+    """The outcome of a closed run; its decision recorded once (closed now or before a crash)."""
+    key, summary = f"{run.run_id}:close", f"{run.agent_id}: {run.decision}"
+    _decide(deps, execution_id, key, summary, run_id=run.run_id)
     return RunOutcome(run_id=run.run_id, status=run.status.value, decision=run.decision or "")
 
 
@@ -459,17 +458,10 @@ def _move_alias(deps: Deps, run: EvolutionRun) -> str:
 
 
 def finish(req: FinishRequest, deps: Deps) -> RunOutcome:
-    run = _owned(deps, req.run_id, req.execution_id)
+    run = owned_run(deps, req.run_id, req.execution_id)
     if run.status == RunStatus.RUNNING:
         run = _close(deps, run, RunStatus.SUCCEEDED, f"kept v{run.incumbent_version}: {req.reason}")
-    _decide(
-        deps,
-        req.execution_id,
-        f"{run.run_id}:close",
-        f"{run.agent_id}: {run.decision}",
-        run_id=run.run_id,
-    )
-    return RunOutcome(run_id=run.run_id, status=run.status.value, decision=run.decision or "")
+    return _closed(deps, req.execution_id, run)
 
 
 def fail(req: FailRequest, deps: Deps) -> RunOutcome:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
-from chimera.domain.errors import ConflictError
 from chimera.domain.models import Decision, RunStatus, Strategy
 from chimera.domain.optimizers import Optimizer
 from chimera.domain.suites import get_suite
 from chimera.domain.termination import standard, termination_from_json
 from chimera.services.contracts import AdaptRequest, AdaptResult, ChooseRequest, StrategyChoice
 from chimera.services.deps import Deps
+from chimera.services.evolution import owned_run
 
 
 def choose(req: ChooseRequest, deps: Deps) -> StrategyChoice:
@@ -50,12 +50,7 @@ def adapt(req: AdaptRequest, deps: Deps) -> AdaptResult:
     Decided once per run: a retry, or a call on a finished run, gets the stored answer and
     writes nothing.
     """
-    run = deps.store.get_run(req.run_id)
-    if run.execution_id != req.execution_id:
-        raise ConflictError(
-            f"run_id: {run.run_id} is driven by execution {run.execution_id}, "
-            f"not {req.execution_id}"
-        )
+    run = owned_run(deps, req.run_id, req.execution_id)
     if run.status != RunStatus.RUNNING:
         return AdaptResult(
             proceed=False, reason=run.stop_reason or f"run is {run.status.value}: {run.decision}"

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from chimera.adapters.kv import month
-from chimera.domain.errors import ConflictError
 from chimera.domain.models import CostEntry, Decision
 from chimera.domain.prices import estimate
 from chimera.domain.suites import get_suite
 from chimera.services.contracts import PlaceRequest, PlaceResult
 from chimera.services.deps import Deps
+from chimera.services.evolution import owned_run
 
 
 def place(req: PlaceRequest, deps: Deps) -> PlaceResult:
-    run = deps.store.get_run(req.run_id)
-    if run.execution_id != req.execution_id:
-        raise ConflictError(
-            f"run_id: {run.run_id} is driven by execution {run.execution_id}, "
-            f"not {req.execution_id}"
-        )
+    run = owned_run(deps, req.run_id, req.execution_id)
     suite = get_suite(run.suite)
     remaining = max(0, run.max_generations - run.generation) * run.population_size
     options = estimate(
