@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from chimera import runtime
+from live_agents import start_live_cartpole
 
-from chimera_local.workflows import LambdaContext, handler_for
+from chimera_local.workflows import LambdaContext
 from functions.api import handler as api
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
@@ -30,23 +31,7 @@ def call(name: str, **override) -> tuple[int, dict]:
 
 @pytest.fixture
 def discovered(home, only_cartpole):
-    handler_for("discovery")({"action": "discover", "execution_id": "api"})
-    # Layer 3 makes the discovered module version live (only a validated module serves).
-    handler_for("validation")(
-        {"action": "validate", "execution_id": "api", "agent_id": "cartpole-linear"}
-    )
-    # The agent goes live on its defaults the first time a run starts from it.
-    choice = handler_for("meta_evolution")(
-        {"action": "choose", "execution_id": "api", "agent_id": "cartpole-linear"}
-    )
-    handler_for("evolution")(
-        {
-            "action": "start",
-            "execution_id": "cycle-1",
-            "agent_id": "cartpole-linear",
-            "choice": choice,
-        }
-    )
+    start_live_cartpole("cycle-1")
     return runtime.deps().store
 
 

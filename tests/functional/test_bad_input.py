@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from chimera import runtime
 from chimera.domain.errors import NotFoundError, ValidationFailedError
+from live_agents import start_live_cartpole
 
 from chimera_local.cli import main
 from chimera_local.workflows import LambdaContext, handler_for
@@ -45,21 +46,7 @@ def call(name: str, **override: Any) -> tuple[int, dict]:
 @pytest.fixture
 def started(home, only_cartpole):
     """cartpole-linear discovered and live on genome v1 (a run started from it)."""
-    handler_for("discovery")({"action": "discover", "execution_id": "bad-input"})
-    handler_for("validation")(
-        {"action": "validate", "execution_id": "bad-input", "agent_id": "cartpole-linear"}
-    )
-    choice = handler_for("meta_evolution")(
-        {"action": "choose", "execution_id": "bad-input", "agent_id": "cartpole-linear"}
-    )
-    handler_for("evolution")(
-        {
-            "action": "start",
-            "execution_id": "bad-input",
-            "agent_id": "cartpole-linear",
-            "choice": choice,
-        }
-    )
+    start_live_cartpole("bad-input")
     return runtime.deps().store
 
 
