@@ -26,6 +26,7 @@ REQUIREMENTS = (
     "deap>=1.4,<2",
     "numpy>=1.26",
     "gymnasium>=1.1,<2",
+    "ddsketch>=3.0,<4",
 )
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64")
 ZIP_LIMIT = 250 * 2**20  # a function's code plus its layers, unzipped
