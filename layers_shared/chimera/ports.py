@@ -18,10 +18,14 @@ from chimera.domain.models import (
     CostEntry,
     Decision,
     EvolutionRun,
+    Experiment,
+    ExperimentPoint,
+    ExperimentStatus,
     FitnessPoint,
     Generation,
     Genome,
     KpiRecord,
+    LiveJob,
     Quarantined,
     ResourceLimits,
     RunStatus,
@@ -89,6 +93,75 @@ class KpiStore(Protocol):
         limit: int = 1000,
     ) -> list[KpiRecord]:
         """The newest `limit` records in [since, until), oldest first (by version: indexed)."""
+        ...
+
+
+class JobStore(Protocol):
+    """Live jobs, once each by (agent, job id)."""
+
+    def put_job(self, job: LiveJob) -> LiveJob:
+        """Store the job unless one with its id is stored; return the stored one (a retried
+        request gets the first answer, and the caller does not run the job again)."""
+        ...
+
+    def find_job(self, agent_id: str, job_id: str) -> LiveJob | None: ...
+
+
+class ExperimentStore(Protocol):
+    """Experiments and the alias moves they make, each in one transaction.
+
+    At most one experiment per agent runs at a time; every save is conditional on the
+    experiment's revision and, when it moves the alias, on the alias revision it last wrote.
+    """
+
+    def start_experiment(
+        self, experiment: Experiment, alias: Alias, events: Sequence[Event] = ()
+    ) -> Experiment:
+        """Store a new running experiment and set `alias` (its first weight step), conditional
+        on the alias being at `alias.revision - 1` and on no other running experiment of the
+        agent. ConflictError otherwise: nothing is written. A retry with the same experiment id
+        returns the stored experiment."""
+        ...
+
+    def get_experiment(self, experiment_id: str) -> Experiment: ...
+
+    def list_experiments(
+        self, agent_id: str | None = None, status: ExperimentStatus | None = None
+    ) -> list[Experiment]:
+        """Newest first."""
+        ...
+
+    def running_experiment(self, agent_id: str) -> Experiment | None: ...
+
+    def save_experiment(
+        self,
+        experiment: Experiment,
+        alias: Alias | None = None,
+        events: Sequence[Event] = (),
+        point: ExperimentPoint | None = None,
+    ) -> Experiment:
+        """Store `experiment` at its next revision, conditional on the revision it was read at;
+        with `alias` (conditional on `alias.revision - 1`), `point` (once by its seq) and
+        `events`, all in one transaction. A concluded or stopped experiment frees its agent for
+        the next one. ConflictError if either moved: nothing is written."""
+        ...
+
+    def list_experiment_points(self, experiment_id: str) -> list[ExperimentPoint]: ...
+
+    def set_alias(self, alias: Alias, events: Sequence[Event] = ()) -> None:
+        """Set the alias, conditional on it being at `alias.revision - 1` (0: no alias yet),
+        with `events` in the same transaction; ConflictError if it moved."""
+        ...
+
+
+class Clock(Protocol):
+    """The deployment's time: the system clock in the cloud; locally the system clock plus the
+    simulated time that bakes have advanced (no real sleeping), kept in the store."""
+
+    def now(self) -> datetime: ...
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass: a no-op on a real clock (the workflow engine waits)."""
         ...
 
 
@@ -165,6 +238,8 @@ class Store(
     AgentStore,
     GenomeStore,
     KpiStore,
+    JobStore,
+    ExperimentStore,
     RunStore,
     GenerationStore,
     DecisionStore,

@@ -32,6 +32,8 @@ class _Common(BaseModel):
     # How long a run stays owned by the execution driving it after its last step; another
     # execution takes it over sooner only when the owner is known to have stopped.
     run_lease_s: int = Field(default=900, gt=0, le=86_400)
+    # KPI rollups: one aggregate per agent, genome version and window of this many seconds.
+    rollup_window_s: int = Field(default=300, ge=1, le=86_400)
 
 
 class LocalSettings(_Common):

@@ -32,6 +32,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ValidationError
 
+from chimera.adapters.kv_experiments import PARSERS as EXPERIMENT_PARSERS
+from chimera.adapters.kv_experiments import ExperimentItems
 from chimera.domain.errors import (
     BudgetExceededError,
     ConflictError,
@@ -216,7 +218,7 @@ def _iso(at: datetime) -> str:
     return at.isoformat()
 
 
-class KeyValueStore(abc.ABC):
+class KeyValueStore(ExperimentItems, abc.ABC):
     """Implements every store port of chimera.ports; subclasses provide the primitives."""
 
     def __init__(self, blobs: BlobStore) -> None:
@@ -300,6 +302,7 @@ class KeyValueStore(abc.ABC):
             ("DEC#", Decision.model_validate_json),
             ("COST#", CostEntry.model_validate_json),
             ("OUTBOX#", _parse_envelope),
+            *EXPERIMENT_PARSERS,
         ]
         return next((parse for prefix, parse in kinds if pk.startswith(prefix)), None)
 

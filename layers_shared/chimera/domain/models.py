@@ -15,6 +15,7 @@ from chimera.domain.genome import GeneSpec, check_genes, default_genes
 
 AgentId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+ExperimentId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,160}$")]
 
 # Sizes and ranges every model at the edge shares (issue 6: a 1 MB string, a 10,000-item
 # list and `1e999` were accepted and stored). Every float of a `Frozen` model is finite.
@@ -267,18 +268,29 @@ class KpiRecord(Frozen):
     reason: Text | None = None
     trace_id: Name | None = None
     recorded_at: datetime = Field(default_factory=utcnow)
+    experiment_id: ExperimentId | None = Field(
+        default=None, description="the experiment whose alias routed this job (set by Chimera)"
+    )
+    step: int | None = Field(
+        default=None, ge=0, le=64, description="the experiment's weight step it was routed in"
+    )
 
     @field_validator("recorded_at")
     @classmethod
     def _utc(cls, at: datetime) -> datetime:
         """Stored and indexed in UTC; a time without an offset is taken as UTC. A time before
-        2020 or after now (give or take 5 minutes of clock skew) is no measurement of ours."""
+        2020 is no measurement of ours. (A time in the future is refused at ingestion, against
+        the deployment's clock: `chimera.services.refinement`.)"""
         at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
         if at < EARLIEST:
             raise ValueError(f"{at.isoformat()} is before {EARLIEST:%Y-%m-%d}")
-        if at > utcnow() + CLOCK_SKEW:
-            raise ValueError(f"{at.isoformat()} is in the future")
         return at
+
+    @model_validator(mode="after")
+    def _experiment_step(self) -> KpiRecord:
+        if (self.experiment_id is None) != (self.step is None):
+            raise ValueError("step: experiment_id and step go together")
+        return self
 
     @model_validator(mode="after")
     def _score_when_ok(self) -> KpiRecord:
@@ -402,3 +414,147 @@ class Quarantined(Frozen):
     reason: str = Field(max_length=1000)
     head: str = Field(default="", max_length=200, description="the document's first characters")
     seen_at: datetime = Field(default_factory=utcnow)
+
+
+class LiveJob(Frozen):
+    """One unit of live work an agent did through its alias (`POST /agents/{id}/jobs`).
+
+    Stored once by (agent_id, job_id): a repeated request answers what the first one did.
+    Its outcome is known at once (a CartPole episode's return: the KPI is recorded with it) or
+    later (a classification, judged when its label arrives through `POST /kpis`, joined by
+    job id). The KPI record carries the job's version, experiment and step.
+    """
+
+    agent_id: AgentId
+    job_id: Name
+    suite: Suite
+    genome_version: Version
+    experiment_id: ExperimentId | None = None
+    step: int | None = Field(default=None, ge=0, le=64)
+    input: dict[str, Any] = Field(
+        default={}, max_length=16, description="what the job was given (a seed, a sample index)"
+    )
+    output: float | None = Field(default=None, description="the agent's answer (None: failed)")
+    outcome: Literal["recorded", "awaiting-label", "failed"]
+    reason: Text | None = None
+    latency_ms: float = Field(ge=0, le=86_400_000)
+    fuel: int = Field(ge=0, le=U64)
+    at: datetime
+
+
+class ExperimentStatus(StrEnum):
+    RUNNING = "running"
+    CONCLUDED = "concluded"  # promoted or rolled back by the analysis
+    STOPPED = "stopped"  # stopped by an operator (its candidate rolled back)
+
+
+class Verdict(StrEnum):
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled-back"
+
+
+class GuardrailConfig(Frozen):
+    """Non-inferiority margins that stop an experiment when the candidate is worse by more."""
+
+    error_rate_margin: float = Field(
+        default=0.02, ge=0, le=1, description="absolute: candidate error rate - incumbent's"
+    )
+    latency_p95_margin: float = Field(
+        default=0.5, ge=0, le=100, description="relative: candidate p95 / incumbent p95 - 1"
+    )
+    min_samples: int = Field(default=50, ge=2, le=10_000_000, description="per arm, before judging")
+
+
+class ExperimentConfig(Frozen):
+    """How a canary proves a candidate: weight steps, bakes, the test and its margins."""
+
+    steps: tuple[float, ...] = Field(
+        default=(0.05, 0.25, 0.5, 1.0),
+        min_length=1,
+        max_length=16,
+        description="the candidate's traffic share at each step; the last one promotes",
+    )
+    bake_s: int = Field(default=600, ge=1, le=86_400, description="one bake (a Wait state)")
+    min_samples: int = Field(
+        default=100, ge=2, le=10_000_000, description="per arm and step before moving on"
+    )
+    max_bakes: int = Field(
+        default=8, ge=1, le=1000, description="bakes per step before the step must decide"
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    metric: Literal["mean", "proportion"] = "mean"
+    higher_is_better: bool = True
+    margin: float = Field(
+        default=0.0, ge=0, le=1e12, description="non-inferiority margin of the primary metric"
+    )
+    srm_threshold: float = Field(default=0.001, gt=0, lt=0.5)
+    guardrails: GuardrailConfig = GuardrailConfig()
+    analysis: Literal["sequential", "welch"] = Field(
+        default="sequential", description="welch: one fixed-horizon test at the last step"
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < w <= 1 for w in steps) or list(steps) != sorted(set(steps)):
+            raise ValueError("steps: increasing traffic shares in (0, 1]")
+        if steps[-1] != 1.0:
+            raise ValueError("steps: the last step gives the candidate all traffic (1.0)")
+        return steps
+
+
+class Experiment(Frozen):
+    """A canary of one candidate genome against the live incumbent (layer 5's state).
+
+    The alias moves with the experiment in the same transaction: a weight step, the promotion
+    or the rollback, each conditional on the alias revision the experiment last wrote.
+    """
+
+    experiment_id: ExperimentId
+    agent_id: AgentId
+    candidate_version: Version
+    incumbent_version: Version
+    run_id: RunId | None = Field(default=None, description="the evolution run that proposed it")
+    execution_id: Name | None = Field(default=None, description="the canary execution")
+    config: ExperimentConfig = ExperimentConfig()
+    status: ExperimentStatus = ExperimentStatus.RUNNING
+    verdict: Verdict | None = None
+    reason: Text | None = None
+    step: int = Field(default=0, ge=0, le=16, description="index into config.steps")
+    bakes: int = Field(default=0, ge=0, description="bakes analysed in this step")
+    p_value: float = Field(default=1.0, ge=0, le=1, description="always-valid, primary metric")
+    guardrail_p: float = Field(default=1.0, ge=0, le=1, description="always-valid, error rate")
+    alias_revision: int = Field(ge=0, description="the alias revision this experiment wrote")
+    revision: int = Field(
+        default=0, ge=0, description="bumped by every save; saves are conditional"
+    )
+    started_at: datetime
+    step_started_at: datetime
+    concluded_at: datetime | None = None
+    statistics: dict[str, Any] = Field(
+        default={}, max_length=64, description="the last analysis, as shown by the API"
+    )
+
+    @property
+    def weight(self) -> float:
+        return self.config.steps[self.step]
+
+
+class ExperimentPoint(Frozen):
+    """One analysis of an experiment: the statistic over time (GET /experiments/{id})."""
+
+    experiment_id: ExperimentId
+    seq: int = Field(ge=0, le=MAX_VERSION)
+    at: datetime
+    step: int = Field(ge=0, le=16)
+    weight: float = Field(ge=0, le=1)
+    n_control: int = Field(ge=0)
+    n_treatment: int = Field(ge=0)
+    difference: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    p_value: float = Field(ge=0, le=1)
+    srm_p: float | None = Field(default=None, ge=0, le=1)
+    error_rate: tuple[float | None, float | None] = (None, None)  # incumbent, candidate
+    latency_p95: tuple[float | None, float | None] = (None, None)
+    decision: str = Field(max_length=64)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from chimera.adapters.clock import SystemClock
 from chimera.domain.sandbox import SandboxPolicy
-from chimera.ports import ArtifactStore, EventBus, SandboxPort, Store, WorkflowStarter
+from chimera.ports import ArtifactStore, Clock, EventBus, SandboxPort, Store, WorkflowStarter
 from chimera.settings import LocalSettings, Settings
 
 
@@ -18,6 +19,7 @@ class Deps:
     policy: SandboxPolicy = field(default_factory=SandboxPolicy)
     settings: Settings = field(default_factory=LocalSettings)
     workflows: WorkflowStarter | None = None
+    clock: Clock = field(default_factory=SystemClock)
 
     @property
     def budget_usd(self) -> float:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chimera.domain.errors import NotFoundError, ValidationFailedError
-from chimera.domain.models import Decision, KpiRecord
+from chimera.domain.models import CLOCK_SKEW, Decision, KpiRecord
 from chimera.services.contracts import IngestRequest, IngestResult, KpiMessage, ReportRequest
 from chimera.services.deps import Deps
 
@@ -17,7 +17,12 @@ def _check_known(records: Sequence[KpiRecord], deps: Deps) -> None:
     """A KPI is of a known agent and one of its stored genome versions (0: before any),
     else it is refused naming the record's field: nothing of the batch is stored then."""
     latest: dict[str, int] = {}
+    horizon = deps.clock.now() + CLOCK_SKEW  # later than this is no measurement of ours
     for i, record in enumerate(records):
+        if record.recorded_at > horizon:
+            raise ValidationFailedError(
+                f"records.{i}.recorded_at", f"{record.recorded_at.isoformat()} is in the future"
+            )
         if record.agent_id not in latest:
             try:
                 deps.store.get_agent(record.agent_id)
