@@ -238,6 +238,10 @@ class Alias(Frozen):
     weights: dict[Version, float] = Field(max_length=64)
     revision: int = Field(ge=0)
     updated_at: datetime = Field(default_factory=utcnow)
+    experiment_id: ExperimentId | None = Field(
+        default=None, description="the experiment that set these weights (its jobs carry it)"
+    )
+    step: int | None = Field(default=None, ge=0, le=64, description="that experiment's step")
 
     @field_validator("weights")
     @classmethod
