@@ -24,7 +24,17 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from chimera.adapters.kv import ABSENT, Add, KeyValueStore, Put, Query, Row, Write, unreadable
+from chimera.adapters.kv import (
+    ABSENT,
+    Add,
+    KeyValueStore,
+    Put,
+    Query,
+    Row,
+    Versioned,
+    Write,
+    unreadable,
+)
 from chimera.domain.errors import ConflictError, CorruptStateError, UnavailableError
 from chimera.ports import BlobStore
 
@@ -215,6 +225,22 @@ class SqliteStore(KeyValueStore):
         with self._translated():
             found = self._conn().execute(sql, args).fetchall()
         return [Row(_text(pk), _text(sk), _doc(doc)) for pk, sk, doc in found]
+
+    def _get_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Versioned]:
+        by_pk: dict[str, list[str]] = {}
+        for pk, sk in keys:
+            by_pk.setdefault(pk, []).append(sk)
+        out: dict[tuple[str, str], Versioned] = {}
+        with self._translated():
+            conn = self._conn()
+            for pk, sks in by_pk.items():  # one indexed query per partition
+                marks = ",".join("?" * len(sks))
+                found = conn.execute(
+                    f"SELECT sk, doc, rev FROM items WHERE pk = ? AND sk IN ({marks})", (pk, *sks)
+                ).fetchall()
+                for sk, doc, rev in found:
+                    out[(pk, _text(sk))] = Versioned(_doc(doc), rev)
+        return out
 
     def _commit(self, writes: Sequence[Write]) -> None:
         with self._translated():

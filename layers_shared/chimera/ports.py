@@ -30,6 +30,7 @@ from chimera.domain.models import (
     ResourceLimits,
     RunStatus,
 )
+from chimera.domain.rollups import DEFAULT_WINDOW_S, Rollup
 from chimera.domain.sandbox import ModuleInfo
 
 
@@ -78,8 +79,10 @@ class GenomeStore(Protocol):
 
 
 class KpiStore(Protocol):
-    def put_kpis(self, records: Sequence[KpiRecord]) -> int:
-        """Insert records not yet stored (by agent and job id); return how many were new."""
+    def put_kpis(self, records: Sequence[KpiRecord], window_s: int = DEFAULT_WINDOW_S) -> int:
+        """Insert records not yet stored (by agent and job id) and update the rollups they
+        count in (their `window_s` time window, their experiment arm) in the same
+        transactions; return how many were new. A record stored before counts nowhere again."""
         ...
 
     def get_kpi(self, agent_id: str, job_id: str) -> KpiRecord: ...
@@ -93,6 +96,21 @@ class KpiStore(Protocol):
         limit: int = 1000,
     ) -> list[KpiRecord]:
         """The newest `limit` records in [since, until), oldest first (by version: indexed)."""
+        ...
+
+    def list_rollups(
+        self,
+        agent_id: str,
+        genome_version: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Rollup]:
+        """Time-window rollups whose window starts in [since, until), oldest first (then by
+        version): an index query, no raw KPI read. Unreadable ones are skipped (quarantined)."""
+        ...
+
+    def experiment_rollups(self, experiment_id: str) -> list[Rollup]:
+        """Every (step, genome version) arm of one experiment."""
         ...
 
 

@@ -9,6 +9,11 @@ models and items lives here once, one section per aggregate. Rules both adapters
   `_write` refuses anything still too large, on SQLite too, so local runs fail like the cloud;
 - one index, gsi1 (gsi1pk, gsi1sk), answers runs by agent and status, KPIs by agent, genome
   version and time, costs by period, and the pending outbox;
+- KPI rollups (chimera.domain.rollups) are items of their own, updated in the transaction
+  that stores their KPIs: a time window under `ROLLUP#agent` / `<window start>#vNNNNNNNN`
+  (gsi1 `ROLLUP#agent#vNNNNNNNN` / `<window start>`), an experiment arm under
+  `ARM#experiment` / `<step>#vNNNNNNNN`; analyses read them, never the raw KPIs (the
+  "-- KPIs --" section has the details);
 - events that announce a state change are outbox items written in the same transaction
   (published after: DynamoDB Streams -> EventBridge Pipes in the cloud, a relay locally);
 - no document holds NaN or infinity: a write that would is refused, naming the field;
@@ -25,9 +30,9 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ValidationError
@@ -56,6 +61,7 @@ from chimera.domain.models import (
     RunStatus,
     utcnow,
 )
+from chimera.domain.rollups import DEFAULT_WINDOW_S, Rollup, Scope, group, scopes_of
 from chimera.ports import BlobStore
 
 log = logging.getLogger(__name__)
@@ -295,6 +301,8 @@ class KeyValueStore(ExperimentItems, abc.ABC):
             ("GENOMES#", Genome.model_validate_json),
             ("ALIASES#", Alias.model_validate_json),
             ("KPI#", KpiRecord.model_validate_json),
+            ("ROLLUP#", Rollup.model_validate_json),
+            ("ARM#", Rollup.model_validate_json),
             ("RUN#", self._parse_run),
             ("GEN#", self._parse_generation),
             ("SHARD#", _parse_shard),
@@ -512,22 +520,155 @@ class KeyValueStore(ExperimentItems, abc.ABC):
         self._write(writes)
 
     # -- KPIs -----------------------------------------------------------------------------
-    def put_kpis(self, records: Sequence[KpiRecord]) -> int:
-        new = 0
-        for r in records:
-            new += self._put_if_absent(
-                Put(
-                    f"KPI#{r.agent_id}",
-                    f"JOB#{r.job_id}",
-                    r.model_dump_json(),
-                    ttl=int(r.recorded_at.timestamp()) + KPI_TTL_S,
-                    gsi1=(
-                        f"KPI#{r.agent_id}#v{r.genome_version:08d}",
-                        f"{_iso(r.recorded_at)}#{r.job_id}",
-                    ),
-                )
+    # A KPI is `KPI#agent` / `JOB#job` (idempotency), indexed by gsi1 `KPI#agent#vNNNNNNNN` /
+    # `time#job`. Its rollups (chimera.domain.rollups) are kept beside it, in the same
+    # transaction:
+    #   time window     pk `ROLLUP#agent`, sk `<window start ISO>#vNNNNNNNN` (all versions by
+    #                   time); gsi1 `ROLLUP#agent#vNNNNNNNN` / `<window start ISO>` (one
+    #                   version by time)
+    #   experiment arm  pk `ARM#experiment`, sk `SS#vNNNNNNNN` (step, then version)
+    # each with `rev` = its revision. put_kpis chunks a batch so that a chunk's KPI puts and
+    # rollup puts fit one transaction (KPI_TXN_ITEMS, DynamoDB's 100), and commits each chunk
+    # as one: every KPI put conditional on absence, every rollup put on the revision read
+    # (absent when new). A conflict (a concurrent writer stored one of the KPIs or moved a
+    # rollup) re-reads and retries the chunk, KPI_RETRIES times at most, then ConflictError.
+    @abc.abstractmethod
+    def _get_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Versioned]:
+        """The items of these keys that exist (at most 100 keys): doc (or `unreadable`)
+        and rev. A strongly consistent read."""
+
+    @staticmethod
+    def _kpi_put(r: KpiRecord) -> Put:
+        return Put(
+            f"KPI#{r.agent_id}",
+            f"JOB#{r.job_id}",
+            r.model_dump_json(),
+            condition=ABSENT,
+            ttl=int(r.recorded_at.timestamp()) + KPI_TTL_S,
+            gsi1=(
+                f"KPI#{r.agent_id}#v{r.genome_version:08d}",
+                f"{_iso(r.recorded_at)}#{r.job_id}",
+            ),
+        )
+
+    @staticmethod
+    def _rollup_key(scope: Scope) -> tuple[str, str]:
+        if scope.experiment_id is not None:
+            return f"ARM#{scope.experiment_id}", f"{scope.step:02d}#v{scope.genome_version:08d}"
+        assert scope.window_start is not None
+        return f"ROLLUP#{scope.agent_id}", f"{_iso(scope.window_start)}#v{scope.genome_version:08d}"
+
+    def _rollup_put(self, scope: Scope, rollup: Rollup, condition: str | int | None) -> Put:
+        pk, sk = self._rollup_key(scope)
+        gsi1 = None
+        if scope.window_start is not None:
+            gsi1 = (
+                f"ROLLUP#{scope.agent_id}#v{scope.genome_version:08d}",
+                _iso(scope.window_start),
             )
-        return new
+        return Put(
+            pk, sk, rollup.model_dump_json(), rev=rollup.revision, condition=condition, gsi1=gsi1
+        )
+
+    def put_kpis(self, records: Sequence[KpiRecord], window_s: int = DEFAULT_WINDOW_S) -> int:
+        """Store the records not stored yet (by agent and job id) and update every rollup
+        they count in, chunk by chunk, each chunk one transaction; return how many were new.
+
+        A record already stored (a redelivery, or twice in `records`) counts nowhere again.
+        A process that dies between chunks leaves each committed chunk whole, KPIs and
+        rollups together; the same batch again stores the rest.
+        """
+        unique: dict[tuple[str, str], KpiRecord] = {}
+        for r in records:
+            unique.setdefault((r.agent_id, r.job_id), r)
+        return sum(
+            self._put_kpi_chunk(chunk, window_s) for chunk in _kpi_chunks(unique.values(), window_s)
+        )
+
+    def _put_kpi_chunk(self, chunk: Sequence[KpiRecord], window_s: int) -> int:
+        for _ in range(KPI_RETRIES):
+            stored = self._get_many([(f"KPI#{r.agent_id}", f"JOB#{r.job_id}") for r in chunk])
+            fresh = [r for r in chunk if (f"KPI#{r.agent_id}", f"JOB#{r.job_id}") not in stored]
+            if not fresh:
+                return 0
+            groups = group(fresh, window_s)
+            current = self._get_many([self._rollup_key(scope) for scope in groups])
+            writes: list[Write] = [self._kpi_put(r) for r in fresh]
+            for scope, members in groups.items():
+                rollup, condition = self._rollup_base(scope, current, window_s)
+                nxt = rollup.with_records(members)
+                nxt = nxt.model_copy(update={"revision": rollup.revision + 1})
+                writes.append(self._rollup_put(scope, nxt, condition))
+            try:
+                self._write(writes)
+            except ConflictError:
+                log.info("KPI chunk of %d records met a concurrent writer; re-reading", len(chunk))
+                continue
+            return len(fresh)
+        raise ConflictError(
+            f"records: {len(chunk)} KPI records lost {KPI_RETRIES} races for their rollups "
+            f"(first: {chunk[0].agent_id}/{chunk[0].job_id}); retry the batch"
+        )
+
+    def _rollup_base(
+        self, scope: Scope, current: Mapping[tuple[str, str], Versioned], window_s: int
+    ) -> tuple[Rollup, str | int | None]:
+        """The stored rollup of `scope` and the condition of its next put. A stored rollup
+        that does not parse is noted under QUARANTINE and rebuilt from the scope's stored
+        KPIs (the index by agent and version), conditional on the damaged item's rev."""
+        key = self._rollup_key(scope)
+        found = current.get(key)
+        if found is None:
+            return Rollup.empty(scope, window_s), ABSENT
+        row = Row(*key, found.doc)
+        try:
+            rollup = self._read(Rollup.model_validate_json, row)
+        except CorruptStateError as exc:
+            self._quarantine(row, exc.reason)
+            rebuilt = Rollup.empty(scope, window_s).with_records(self._scope_kpis(scope, window_s))
+            rev = found.rev if found.rev is not None else 0
+            return rebuilt.model_copy(update={"revision": rev}), found.rev
+        if rollup.revision != found.rev:  # a doc written by hand: the item's rev decides
+            rollup = rollup.model_copy(update={"revision": found.rev or 0})
+        return rollup, found.rev
+
+    def _scope_kpis(self, scope: Scope, window_s: int) -> list[KpiRecord]:
+        """Every stored KPI of a scope (only to rebuild a damaged rollup): an index query."""
+        if scope.window_start is not None:
+            until = scope.window_start + timedelta(seconds=window_s)
+            return self.list_kpis(
+                scope.agent_id, scope.genome_version, scope.window_start, until, limit=10**9
+            )
+        recs = self.list_kpis(scope.agent_id, scope.genome_version, limit=10**9)
+        return [r for r in recs if r.experiment_id == scope.experiment_id and r.step == scope.step]
+
+    def list_rollups(
+        self,
+        agent_id: str,
+        genome_version: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Rollup]:
+        """Time-window rollups of an agent (of one version, when given) whose window starts
+        in [since, until), oldest first (then by version): one query, no KPI read."""
+        lo = _iso(_utc(since)) if since is not None else "0000"
+        hi = _iso(_utc(until)) if until is not None else "9999"
+        if genome_version is None:
+            rows = self._rows(f"ROLLUP#{agent_id}", between=(lo, hi))
+        else:
+            rows = self._rows(
+                f"ROLLUP#{agent_id}#v{genome_version:08d}", index=True, between=(lo, hi)
+            )
+        out = self._read_all(Rollup.model_validate_json, rows)
+        return [
+            r
+            for r in out
+            if until is None or (r.window_start is not None and r.window_start < _utc(until))
+        ]
+
+    def experiment_rollups(self, experiment_id: str) -> list[Rollup]:
+        """Every (step, genome version) arm of one experiment, by step then version."""
+        return self._read_all(Rollup.model_validate_json, self._rows(f"ARM#{experiment_id}"))
 
     def get_kpi(self, agent_id: str, job_id: str) -> KpiRecord:
         kpi = self._read_one(KpiRecord.model_validate_json, f"KPI#{agent_id}", f"JOB#{job_id}")
@@ -784,3 +925,35 @@ def _parse_envelope(doc: str) -> Event:
 def month(at: datetime | None = None) -> str:
     """The budget period a moment falls in (calendar month, UTC)."""
     return f"{(at or utcnow()):%Y-%m}"
+
+
+# -- KPIs: chunking a batch for put_kpis -----------------------------------------------------
+KPI_TXN_ITEMS = 100  # a chunk's KPI puts + rollup puts: DynamoDB's items per transaction
+KPI_RETRIES = 8  # a chunk re-read and retried after a concurrent writer's conflict
+
+
+class Versioned(NamedTuple):
+    """A stored item's document and revision (`_get_many`)."""
+
+    doc: str
+    rev: int | None
+
+
+def _kpi_chunks(records: Iterable[KpiRecord], window_s: int) -> Iterator[list[KpiRecord]]:
+    """Consecutive chunks whose KPIs plus the rollups they touch are KPI_TXN_ITEMS at most."""
+    chunk: list[KpiRecord] = []
+    scopes: set[Scope] = set()
+    for record in records:
+        touched = scopes_of(record, window_s)
+        more = sum(1 for scope in touched if scope not in scopes)
+        if chunk and len(chunk) + 1 + len(scopes) + more > KPI_TXN_ITEMS:
+            yield chunk
+            chunk, scopes = [], set()
+        chunk.append(record)
+        scopes.update(touched)
+    if chunk:
+        yield chunk
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)

@@ -1,7 +1,8 @@
-"""Layer 5 (minimal for now): ingest KPIs idempotently, summarize an execution."""
+"""Layer 5: ingest KPIs idempotently (with their rollups), summarize an execution."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,44 +12,86 @@ from chimera.services.contracts import IngestRequest, IngestResult, KpiMessage, 
 from chimera.services.deps import Deps
 
 REPORT_KEY = "refinement:report"
+log = logging.getLogger(__name__)
 
 
 def _check_known(records: Sequence[KpiRecord], deps: Deps) -> None:
     """A KPI is of a known agent and one of its stored genome versions (0: before any),
     else it is refused naming the record's field: nothing of the batch is stored then."""
-    latest: dict[str, int] = {}
-    horizon = deps.clock.now() + CLOCK_SKEW  # later than this is no measurement of ours
+    known = _Known(deps)
     for i, record in enumerate(records):
-        if record.recorded_at > horizon:
+        known.check(record, f"records.{i}")
+
+
+class _Known:
+    """The checks of `_check_known` for one record at a time, each agent read once."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.latest: dict[str, int] = {}
+        self.horizon = deps.clock.now() + CLOCK_SKEW  # later than this is no measurement of ours
+
+    def check(self, record: KpiRecord, where: str) -> None:
+        if record.recorded_at > self.horizon:
             raise ValidationFailedError(
-                f"records.{i}.recorded_at", f"{record.recorded_at.isoformat()} is in the future"
+                f"{where}.recorded_at", f"{record.recorded_at.isoformat()} is in the future"
             )
-        if record.agent_id not in latest:
+        if record.agent_id not in self.latest:
             try:
-                deps.store.get_agent(record.agent_id)
+                self.deps.store.get_agent(record.agent_id)
             except NotFoundError as exc:
-                raise NotFoundError(
-                    "agent", record.agent_id, field=f"records.{i}.agent_id"
-                ) from exc
-            latest[record.agent_id] = deps.store.latest_genome_version(record.agent_id)
-        if record.genome_version > latest[record.agent_id]:
+                raise NotFoundError("agent", record.agent_id, field=f"{where}.agent_id") from exc
+            self.latest[record.agent_id] = self.deps.store.latest_genome_version(record.agent_id)
+        if record.genome_version > self.latest[record.agent_id]:
             raise ValidationFailedError(
-                f"records.{i}.genome_version",
+                f"{where}.genome_version",
                 f"agent {record.agent_id} has no genome version {record.genome_version} "
-                f"(newest: {latest[record.agent_id]})",
+                f"(newest: {self.latest[record.agent_id]})",
             )
 
 
 def ingest(req: IngestRequest, deps: Deps) -> IngestResult:
-    """Store KPI records not stored yet (idempotent by agent and job id)."""
+    """Store KPI records not stored yet (idempotent by agent and job id), and update their
+    rollups in the same transactions (`KpiStore.put_kpis`)."""
     _check_known(req.records, deps)
-    new = deps.store.put_kpis(req.records)
+    new = deps.store.put_kpis(req.records, deps.settings.rollup_window_s)
     return IngestResult(received=len(req.records), new=new)
 
 
 def ingest_message(record: KpiMessage, deps: Deps) -> None:
     """One SQS message (parsed by the batch processor's model): the same path as ingest."""
     ingest(IngestRequest(records=[record.body.detail.record]), deps)
+
+
+def ingest_messages(messages: Sequence[KpiMessage], deps: Deps) -> list[Exception | None]:
+    """Many SQS messages (each parsed by the batch processor's model) stored together.
+
+    Each record is checked alone (as `ingest` checks it); those that pass are stored in one
+    `put_kpis`, in as few transactions as its chunking allows. Answers, per message, None
+    or the exception that failed it: a refused record fails its message only, and if the
+    store refuses the batch, each message is stored on its own to find the one at fault
+    (what was stored before stays: put_kpis skips it)."""
+    outcomes: list[Exception | None] = [None] * len(messages)
+    known = _Known(deps)
+    good: list[int] = []
+    for i, message in enumerate(messages):
+        try:
+            known.check(message.body.detail.record, "records.0")
+        except (ValidationFailedError, NotFoundError) as exc:
+            outcomes[i] = exc
+        else:
+            good.append(i)
+    window_s = deps.settings.rollup_window_s
+    try:
+        deps.store.put_kpis([messages[i].body.detail.record for i in good], window_s)
+    except Exception:  # noqa: BLE001 - isolate the message at fault; each failure is reported
+        log.warning("a batch of %d KPI records failed; storing them one by one", len(good))
+        for i in good:
+            try:
+                deps.store.put_kpis([messages[i].body.detail.record], window_s)
+            except Exception as exc:  # noqa: BLE001 - reported in batchItemFailures
+                outcomes[i] = exc
+    return outcomes
 
 
 def report(req: ReportRequest, deps: Deps) -> dict[str, Any]:

@@ -18,10 +18,14 @@ from chimera.adapters.kv import (
     Put,
     Query,
     Row,
+    Versioned,
     Write,
     unreadable,
 )
+from chimera.domain.errors import UnavailableError
 from chimera.ports import BlobStore
+
+UNPROCESSED_RETRIES = 5
 
 
 def _doc(item: dict[str, Any]) -> str:
@@ -63,6 +67,35 @@ class DynamoDbStore(KeyValueStore):
                 ExpressionAttributeNames={"#a": attribute},
             ).get("Item")
         return item
+
+    def _get_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Versioned]:
+        """BatchGetItem (100 keys a call), strongly consistent; unprocessed keys asked again."""
+        out: dict[tuple[str, str], Versioned] = {}
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] = {
+                self.table: {
+                    "Keys": [
+                        {"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in keys[start : start + 100]
+                    ],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "pk, sk, doc, rev",
+                }
+            }
+            for _ in range(UNPROCESSED_RETRIES):
+                with translate(f"batch get {keys[start][0]}/{keys[start][1]}..."):
+                    answer = self.client.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self.table, []):
+                    rev = item.get("rev", {}).get("N")
+                    key = (_key(item, "pk"), _key(item, "sk"))
+                    out[key] = Versioned(_doc(item), None if rev is None else int(rev))
+                request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+            else:
+                raise UnavailableError(
+                    f"{self.table}: BatchGetItem left keys unprocessed {UNPROCESSED_RETRIES} times"
+                )
+        return out
 
     def _run_query(self, q: Query) -> list[Row]:
         key, sort = ("gsi1pk", "gsi1sk") if q.index else ("pk", "sk")
