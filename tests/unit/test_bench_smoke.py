@@ -49,3 +49,80 @@ def test_scalar_engine_plays_the_suites_episodes(policy):
     scalar = evolution_bench.Scalar(episodes=2, policy=policy).evaluate(np.array(genomes), seed=3)
     np.testing.assert_array_equal(batched[0], scalar[0])
     assert batched[1] == scalar[1]
+
+
+# -- bench/experiment_bench.py ------------------------------------------------------------------
+experiment_bench = importlib.import_module("experiment_bench")
+
+
+def test_experiment_bench_vectorized_path_is_the_modules_test():
+    """Running moments merged per look, and the mSPRT evaluated in bulk, equal Moments.of on
+    the same raw streams and sequential_test / welch_test on those moments."""
+    from chimera.domain.statistics import Moments, sequential_test, welch_test
+
+    rng = np.random.default_rng(0)
+    raw_c = rng.lognormal(0.0, 1.0, (3, 4, 30))
+    raw_t = rng.lognormal(0.0, 1.0, (3, 4, 30)) + np.array([0.0, 0.5, 3.0])[:, None, None]
+    control = experiment_bench.cumulate(30, *experiment_bench.batch_moments(raw_c))
+    treatment = experiment_bench.cumulate(30, *experiment_bench.batch_moments(raw_t))
+    for tau in (None, 0.4):
+        reject, lower, upper = experiment_bench.msprt_at_looks(
+            control, treatment, alpha=0.05, kind="mean", tau=tau
+        )
+        welch_p = experiment_bench.welch_p_at_looks(control, treatment)
+        for e in range(3):
+            for look in range(4):
+                c = Moments.of(raw_c[e, : look + 1].ravel())
+                t = Moments.of(raw_t[e, : look + 1].ravel())
+                assert control[0][e, look] == c.n and treatment[0][e, look] == t.n
+                assert control[1][e, look] == pytest.approx(c.mean, rel=1e-12)
+                assert control[2][e, look] == pytest.approx(c.m2, rel=1e-9)
+                r = sequential_test(c, t, alpha=0.05, kind="mean", tau=tau)
+                assert reject[e, look] == (r.p_value <= 0.05)
+                assert (lower[e, look], upper[e, look]) == pytest.approx((r.lower, r.upper))
+                assert welch_p[e, look] == pytest.approx(welch_test(c, t, alpha=0.05).p_value)
+    assert 0 < reject.sum() < reject.size and reject[2, -1]  # both outcomes compared
+
+    rng = np.random.default_rng(1)
+    control = experiment_bench.bernoulli_arm(rng, 4, 3, 40, 0.1)
+    treatment = experiment_bench.bernoulli_arm(rng, 4, 3, 40, 0.3)
+    reject, lower, upper = experiment_bench.msprt_at_looks(
+        control, treatment, alpha=0.05, kind="proportion", tau=None
+    )
+    for e in range(4):
+        for look in range(3):
+            c, t = (
+                Moments(int(a[0][e, look]), a[1][e, look], a[2][e, look])
+                for a in (control, treatment)
+            )
+            r = sequential_test(c, t, alpha=0.05, kind="proportion")
+            assert reject[e, look] == (r.p_value <= 0.05)
+            assert (lower[e, look], upper[e, look]) == pytest.approx((r.lower, r.upper))
+    assert 0 < reject.sum() < reject.size
+
+
+def test_experiment_bench_aa_rows_count_every_experiment(capsys):
+    rows = experiment_bench.report_aa(experiments=200, looks=3)
+    assert "A/A" in capsys.readouterr().out
+    assert len(rows) == len(experiment_bench.aa_cases())
+    for row in rows:
+        assert row.experiments == 200 and row.looks == 3
+        assert 0.0 <= row.fpr <= 1.0 and 0.0 <= row.peeking_fpr <= 1.0
+        assert row.se == pytest.approx((row.fpr * (1 - row.fpr) / 200) ** 0.5)
+        assert row.fpr * 200 == pytest.approx(round(row.fpr * 200))  # a count of experiments
+
+
+def test_experiment_bench_size_rows_compare_equal_power(capsys):
+    rows = experiment_bench.report_size(
+        experiments=300, batch=20, tau_cs=(1.0, 2.0), effects=(1.0, 2.0)
+    )
+    out = capsys.readouterr().out
+    assert "sample size" in out and "goal" in out
+    assert len(rows) == 4
+    fixed = {r.fixed_n for r in rows}
+    assert fixed == {393}  # sample_size(alpha 0.05, power 0.8, MDE 0.2 sd)
+    for r in rows:
+        assert r.cap_n % 20 == 0 and 0 < r.avg_n <= r.cap_n
+        if r.effect == 1.0:
+            assert r.seq_power >= 0.8 or r.cap_n >= 4 * 393  # capped where power reaches 0.8
+        assert r.ratio == pytest.approx(r.avg_n / 393)

@@ -269,25 +269,23 @@ def _t_pdf(t: float, df: float) -> float:
 
 
 def t_isf(q: float, df: float) -> float:
-    """The t with t_sf(t, df) == q, for q in (0, 1/2]: safeguarded Newton within a bracket."""
+    """The t with t_sf(t, df) == q: Newton from the Cornish-Fisher guess, kept in a bracket."""
     q = _open_unit("q", q)
     df = _positive("df", df)
     if q > 0.5:
         return -t_isf(1.0 - q, df)
-    lo, hi = 0.0, max(1.0, _N.inv_cdf(1.0 - q))
-    while t_sf(hi, df) > q:
-        lo, hi = hi, hi * 2.0
-    t = 0.5 * (lo + hi)
-    for _ in range(200):
+    z = _N.inv_cdf(1.0 - q)
+    t = max(z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df * df), 1e-3)
+    lo, hi = 0.0, math.inf
+    for _ in range(400):
         f = t_sf(t, df) - q
         if f > 0:
             lo = t
         else:
             hi = t
-        step = f / _t_pdf(t, df)
-        nxt = t + step
+        nxt = t + f / _t_pdf(t, df)
         if not lo < nxt < hi:
-            nxt = 0.5 * (lo + hi)
+            nxt = 0.5 * (lo + hi) if math.isfinite(hi) else 2.0 * t
         if abs(nxt - t) <= 1e-15 * max(1.0, abs(t)):
             return nxt
         t = nxt
