@@ -215,13 +215,13 @@ def report_aa(experiments: int, looks: int) -> list[AaRow]:
         f"(50 per arm, or 90/10 when uneven), {looks} looks, alpha {ALPHA}"
     )
     print(
-        f"{'data':<16} {'kind':<10} {'split':>5} {'tau':>7} {'n/arm max':>9} "
+        f"{'data':<17} {'kind':<10} {'split':>5} {'tau':>7} {'n/arm max':>9} "
         f"{'mSPRT FPR':>9} {'± s.e.':>7} {'<= alpha':>8} {'Welch at every look':>19}"
     )
     rows = aa_rows(experiments, looks)
     for r in rows:
         print(
-            f"{r.data:<16} {r.kind:<10} {r.split:>5} {r.tau:>7} {r.horizon:>9,} "
+            f"{r.data:<17} {r.kind:<10} {r.split:>5} {r.tau:>7} {r.horizon:>9,} "
             f"{r.fpr:>9.4f} {r.se:>7.4f} {'yes' if r.within_goal else 'NO':>8} "
             f"{r.peeking_fpr:>19.4f}"
         )
