@@ -40,8 +40,16 @@ from chimera.domain.errors import (
 )
 from chimera.domain.models import KpiRecord
 from chimera.runtime import deps
-from chimera.services import execution, queries, refinement
-from chimera.services.contracts import IngestRequest, IngestResult, PredictRequest, PredictResult
+from chimera.services import execution, jobs, queries
+from chimera.services.contracts import (
+    IngestResult,
+    JobLabel,
+    JobRequest,
+    JobResult,
+    LabelRequest,
+    PredictRequest,
+    PredictResult,
+)
 from chimera.services.cycles import StartCycleRequest, start_cycle
 from chimera.services.views import AgentView, CycleStarted, GenomeView, Health, RunView
 
@@ -121,8 +129,25 @@ class PredictBody(BaseModel):
     observation: list[float] = Field(min_length=1, max_length=4096)
 
 
+class JobBody(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
+
+    job_id: str = Field(min_length=1, max_length=256, description="the job key: sticky routing")
+    observation: list[float] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="the client's own input, where the suite takes one (absent: live data)",
+    )
+
+
 class KpiBatch(BaseModel):
-    records: list[KpiRecord] = Field(min_length=1, max_length=1000)
+    records: list[KpiRecord] = Field(default=[], max_length=1000)
+    labels: list[JobLabel] = Field(
+        default=[],
+        max_length=1000,
+        description="true classes of live jobs, joined to their predictions by job id",
+    )
 
 
 def responses(ok: int, what: str, *classes: type[ChimeraError]) -> dict[int, OpenAPIResponse]:
@@ -264,6 +289,25 @@ def post_predict(agent_id: AgentIdPath, body: Annotated[PredictBody, Body()]) ->
         return execution.predict(request, deps())
 
 
+@app.post(
+    "/agents/<id>/jobs",
+    summary="Run one live job (routed by alias weights, sticky by job id) and record its KPI",
+    security=CLIENT,
+    responses=responses(
+        200,
+        "the job: its version, answer and outcome (a repeated job id answers the stored job)",
+        NotFoundError,
+        GuestError,
+        UnavailableError,
+        CorruptStateError,
+    ),
+)
+def post_job(agent_id: AgentIdPath, body: Annotated[JobBody, Body()]) -> JobResult:
+    request = JobRequest(agent_id=agent_id, job_id=body.job_id, observation=body.observation)
+    with _path_id(agent_id):
+        return jobs.run_job(request, deps())
+
+
 @app.get(
     "/agents",
     summary="Every discovered agent (one whose stored state does not read lists its problems)",
@@ -308,12 +352,17 @@ def get_run(run_id: RunIdPath) -> RunView:
 
 @app.post(
     "/kpis",
-    summary="Record KPIs (idempotent by agent and job id; the same path as the SQS ingestion)",
+    summary="Record KPIs and labels of live jobs (idempotent by agent and job id; records take "
+    "the same path as the SQS ingestion, a label becomes its job's KPI)",
     security=CLIENT,
-    responses=responses(200, "how many records were new", NotFoundError, UnavailableError),
+    responses=responses(
+        200, "how many records and labels were new", NotFoundError, ConflictError, UnavailableError
+    ),
 )
 def post_kpis(body: Annotated[KpiBatch, Body()]) -> IngestResult:
-    return refinement.ingest(IngestRequest(records=body.records), deps())
+    if not body.records and not body.labels:
+        raise ValidationFailedError("records", "at least one record or label")
+    return jobs.record_labels(LabelRequest(records=body.records, labels=body.labels), deps())
 
 
 @app.post(

@@ -1,22 +1,40 @@
 """Task suites: real benchmarks nobody here wrote, evaluated for a whole population at once.
 
 A suite scores a population through any `BatchPolicy` (the sandboxed agent, in practice): one
-guest call per environment step for every agent together. Training and hold-out data never mix:
-CartPole training seeds are drawn below HOLDOUT_SEED_BASE, hold-out seeds at or above it;
-breast-cancer evolves on a stratified 80 % split and is judged on the other 20 %.
+guest call per environment step for every agent together. Each suite keeps three disjoint
+sources of data: training (evolution sees it), hold-out (the promotion gate) and live jobs
+(traffic that experiments and canaries judge). CartPole training seeds are drawn below
+HOLDOUT_SEED_BASE, hold-out seeds in [HOLDOUT_SEED_BASE, LIVE_SEED_BASE), a live job's seed at
+or above LIVE_SEED_BASE (from its job key: a retried job replays the same episode).
+Breast-cancer is split, stratified, 60 % training / 20 % hold-out / 20 % live, standardized
+with the training part's mean and deviation only.
+
+A live job's outcome is known at once (a CartPole episode's return) or later (a classified
+sample is judged when its label arrives: `label_score`). `LiveFault` is what the local traffic
+generator does to a job to exercise detection and rollback (never reachable from the API).
 """
 
 from __future__ import annotations
 
 import functools
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
+from chimera.domain.errors import GuestError, ValidationFailedError
+
 Split = Literal["train", "holdout"]
 HOLDOUT_SEED_BASE = 1_000_000_000
+LIVE_SEED_BASE = 2 * HOLDOUT_SEED_BASE  # live seeds: [LIVE_SEED_BASE, LIVE_SEED_BASE + 1e9)
+
+
+def job_key(job_id: str) -> int:
+    """A job key's stable hash (crc32, as alias routing uses): the same key, the same work."""
+    return zlib.crc32(job_id.encode())
 
 
 class BatchPolicy(Protocol):
@@ -30,6 +48,42 @@ class SuiteResult:
     score: np.ndarray  # the KPI a person reads (mean return, accuracy), per genome
     steps: int  # environment steps or samples scored, all agents together
     failures: dict[int, str] = field(default_factory=dict)  # genome index -> why it failed
+    # Per-item outcomes, shape (n_genomes, n_items): CartPole's return of each episode,
+    # breast-cancer's correctness of each sample (1.0 / 0.0); a failed genome's row is NaN.
+    items: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class LiveFault:
+    """What the host does to one live job, on top of what the agent answers (the local traffic
+    generator's fault and drift injection; never reachable from the API).
+
+    randomize: the probability that each answer the agent gives is replaced by a wrong or
+        random one (CartPole: every action of the episode, independently, by a fair coin;
+        breast-cancer: the predicted class is flipped).
+    drift: how far the environment has changed (0: not at all). CartPole: Gaussian sensor
+        noise of that standard deviation on every observation the agent sees (the physics is
+        unchanged); breast-cancer: every feature the agent sees shifted by that many training
+        standard deviations (the label is unchanged).
+    seed: the job's own random stream (from its job key: a retried job is perturbed alike).
+    """
+
+    randomize: float = 0.0
+    drift: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.randomize <= 1.0:
+            raise ValueError(f"randomize: {self.randomize} is not a probability")
+        if not np.isfinite(self.drift):
+            raise ValueError(f"drift: {self.drift} is not a finite number")
+
+
+@dataclass(frozen=True)
+class LiveOutcome:
+    output: float  # the answer served: CartPole's episode return, breast-cancer's logit
+    score: float | None  # known at once (CartPole: the return); None: awaits a label
+    steps: int  # environment steps or samples
 
 
 def _failed(finite: np.ndarray, what: str) -> dict[int, str]:
@@ -54,6 +108,35 @@ class Suite(Protocol):
     def evaluate(
         self, policy: BatchPolicy, genomes: np.ndarray, seed: int, split: Split = "train"
     ) -> SuiteResult: ...
+
+    def live_input(self, job_id: str, observation: Sequence[float] | None = None) -> dict[str, Any]:
+        """What a live job works on, from live data only: drawn from its job key, or the
+        client's own observation where the suite takes one (ValidationFailedError otherwise)."""
+        ...
+
+    def run_live(
+        self,
+        policy: BatchPolicy,
+        genes: Sequence[float],
+        job_input: dict[str, Any],
+        fault: LiveFault | None = None,
+    ) -> LiveOutcome:
+        """Run one live job with one genome; a non-finite answer is a GuestError (bad-output)."""
+        ...
+
+    def label_score(self, output: float, label: int) -> float:
+        """The score of an answer once its label is known (ValidationFailedError for a suite
+        whose jobs take no label)."""
+        ...
+
+    def live_label(self, job_input: dict[str, Any]) -> int | None:
+        """The true label of a live job drawn from live data (for the traffic generator);
+        None when the suite has none to give (no labels, or a client's own observation)."""
+        ...
+
+
+def _live_rng(fault: LiveFault | None) -> np.random.Generator:
+    return np.random.default_rng(fault.seed if fault is not None else 0)
 
 
 class CartPole:
@@ -96,44 +179,143 @@ class CartPole:
         finally:
             env.close()
         failures = _failed(finite.reshape(n_agents, episodes), "action")
+        items = _without(returns.reshape(n_agents, episodes), failures)
         per_agent = _without(returns.reshape(n_agents, episodes).mean(axis=1), failures)
-        return SuiteResult(fitness=per_agent, score=per_agent, steps=steps, failures=failures)
+        return SuiteResult(
+            fitness=per_agent, score=per_agent, steps=steps, failures=failures, items=items
+        )
+
+    # -- live jobs: one episode on a fresh seed; the outcome (its return) is known at once --
+    def live_input(self, job_id: str, observation: Sequence[float] | None = None) -> dict[str, Any]:
+        if observation is not None:
+            raise ValidationFailedError(
+                "observation",
+                f"a {self.name} job is an episode on a fresh seed: it takes no observation",
+            )
+        return {"seed": LIVE_SEED_BASE + job_key(job_id) % HOLDOUT_SEED_BASE}
+
+    def run_live(
+        self,
+        policy: BatchPolicy,
+        genes: Sequence[float],
+        job_input: dict[str, Any],
+        fault: LiveFault | None = None,
+    ) -> LiveOutcome:
+        # gymnasium's single CartPole-v1 (the same physics as the vector env training uses,
+        # ~7x faster a step for one episode); 500 steps is CartPole-v1's time limit.
+        from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+        seed = job_input.get("seed")
+        if not isinstance(seed, int) or not (
+            LIVE_SEED_BASE <= seed < LIVE_SEED_BASE + HOLDOUT_SEED_BASE
+        ):
+            raise ValidationFailedError("input.seed", f"{seed!r} is not a live seed")
+        rng = _live_rng(fault)
+        randomize = fault.randomize if fault is not None else 0.0
+        noise = abs(fault.drift) if fault is not None else 0.0
+        env = CartPoleEnv()
+        try:
+            state, _ = env.reset(seed=seed)
+            obs = np.asarray(state, dtype=np.float32).reshape(1, 4)
+            policy.prepare(np.asarray([genes], dtype=np.float32), n_obs=1, shared=False)
+            total, steps, terminated = 0.0, 0, False
+            while not terminated and steps < 500:
+                seen = obs
+                if noise:
+                    seen = (obs + rng.normal(0.0, noise, obs.shape)).astype(np.float32)
+                action = float(np.asarray(policy.act(seen), dtype=np.float64).reshape(-1)[0])
+                if not np.isfinite(action):
+                    raise GuestError("bad-output", "non-finite action (NaN or infinity)")
+                push = int(action > 0.5)
+                if randomize and rng.random() < randomize:
+                    push = int(rng.integers(0, 2))
+                state, reward, terminated, _, _ = env.step(push)
+                obs = np.asarray(state, dtype=np.float32).reshape(1, 4)
+                total += float(reward)
+                steps += 1
+        finally:
+            env.close()
+        return LiveOutcome(output=total, score=total, steps=steps)
+
+    def label_score(self, output: float, label: int) -> float:
+        raise ValidationFailedError(
+            "label", f"{self.name} jobs are scored when they run: they take no label"
+        )
+
+    def live_label(self, job_input: dict[str, Any]) -> int | None:
+        return None
 
 
 PACKAGED_SPLIT = Path(__file__).resolve().parents[1] / "data" / "breast_cancer_split.npz"
-_SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+class BreastCancerSplit(NamedTuple):
+    """Standardized features and labels of the three parts, and each part's row indices into
+    scikit-learn's data set (so that anyone can check the parts are disjoint)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_holdout: np.ndarray
+    y_holdout: np.ndarray
+    x_live: np.ndarray
+    y_live: np.ndarray
+    i_train: np.ndarray
+    i_holdout: np.ndarray
+    i_live: np.ndarray
+
+
+_SPLIT_KEYS = BreastCancerSplit._fields
 
 
 @functools.cache
-def _breast_cancer_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _breast_cancer_split() -> BreastCancerSplit:
     """The split, from scikit-learn, or from the copy the Lambda layer build wrote with it."""
     if PACKAGED_SPLIT.exists():
         with np.load(PACKAGED_SPLIT) as data:
-            x_train, y_train, x_test, y_test = (data[k] for k in _SPLIT_KEYS)
-            return x_train, y_train, x_test, y_test
+            missing = [k for k in _SPLIT_KEYS if k not in data.files]
+            if missing:
+                raise ValueError(
+                    f"{PACKAGED_SPLIT}: no {', '.join(missing)}: written by an older build "
+                    "(rebuild the layer: infra_cdk/layer_build.py)"
+                )
+            return BreastCancerSplit(*(data[k] for k in _SPLIT_KEYS))
     return _split_with_sklearn()
 
 
 def write_breast_cancer_split(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **dict(zip(_SPLIT_KEYS, _split_with_sklearn(), strict=True)))  # type: ignore[arg-type]
+    np.savez_compressed(path, **_split_with_sklearn()._asdict())
 
 
-def _split_with_sklearn() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _split_with_sklearn() -> BreastCancerSplit:
+    """Stratified 60 / 20 / 20 (live first, then hold-out from the rest), random_state=0;
+    the standardization is fitted on the training part only."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.model_selection import train_test_split
 
     data = load_breast_cancer()
-    x_train, x_test, y_train, y_test = train_test_split(
-        data.data, data.target, test_size=0.2, stratify=data.target, random_state=0
+    rows = np.arange(len(data.target))
+    rest, i_live = train_test_split(rows, test_size=0.2, stratify=data.target, random_state=0)
+    i_train, i_holdout = train_test_split(
+        rest, test_size=0.25, stratify=data.target[rest], random_state=0
     )
+    x_train = data.data[i_train]
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-    return (
-        ((x_train - mean) / std).astype(np.float32),
-        y_train.astype(np.float64),
-        ((x_test - mean) / std).astype(np.float32),
-        y_test.astype(np.float64),
+
+    def part(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            ((data.data[rows] - mean) / std).astype(np.float32),
+            data.target[rows].astype(np.float64),
+        )
+
+    return BreastCancerSplit(
+        *part(i_train), *part(i_holdout), *part(i_live), i_train, i_holdout, i_live
     )
+
+
+def _flip(logit: float) -> float:
+    """The other class: class 1 is a positive logit, so a logit of 0 (class 0) becomes 1."""
+    return -logit if logit != 0.0 else 1.0
 
 
 class BreastCancer:
@@ -151,8 +333,10 @@ class BreastCancer:
     def evaluate(
         self, policy: BatchPolicy, genomes: np.ndarray, seed: int, split: Split = "train"
     ) -> SuiteResult:
-        x_train, y_train, x_test, y_test = _breast_cancer_split()
-        x, y = (x_train, y_train) if split == "train" else (x_test, y_test)
+        data = _breast_cancer_split()
+        x, y = (
+            (data.x_train, data.y_train) if split == "train" else (data.x_holdout, data.y_holdout)
+        )
         policy.prepare(genomes, n_obs=x.shape[0], shared=True)
         logits = policy.act(x).astype(np.float64)  # (n_agents, n_samples)
         failures = _failed(np.isfinite(logits), "logit")
@@ -163,13 +347,61 @@ class BreastCancer:
         )
         weights = np.asarray(genomes, dtype=np.float64)[:, :-1]
         fitness = loglik - self.l2 * (weights**2).sum(axis=1)
-        accuracy = ((logits > 0) == (y > 0.5)).mean(axis=1)
+        correct = ((logits > 0) == (y > 0.5)).astype(np.float64)
         return SuiteResult(
             fitness=_without(fitness, failures),
-            score=_without(accuracy, failures),
+            score=_without(correct.mean(axis=1), failures),
             steps=int(x.shape[0] * len(genomes)),
             failures=failures,
+            items=_without(correct, failures),
         )
+
+    # -- live jobs: classify one sample; the outcome arrives later, as its label ------------
+    def live_input(self, job_id: str, observation: Sequence[float] | None = None) -> dict[str, Any]:
+        if observation is None:
+            return {"sample": job_key(job_id) % len(_breast_cancer_split().y_live)}
+        n_features = _breast_cancer_split().x_live.shape[1]
+        if len(observation) != n_features:
+            raise ValidationFailedError(
+                "observation", f"expected {n_features} values, got {len(observation)}"
+            )
+        return {"observation": [float(v) for v in observation]}
+
+    def run_live(
+        self,
+        policy: BatchPolicy,
+        genes: Sequence[float],
+        job_input: dict[str, Any],
+        fault: LiveFault | None = None,
+    ) -> LiveOutcome:
+        data = _breast_cancer_split()
+        if "sample" in job_input:
+            sample = job_input["sample"]
+            if not isinstance(sample, int) or not 0 <= sample < len(data.y_live):
+                raise ValidationFailedError("input.sample", f"{sample!r} is not a live sample")
+            x = data.x_live[sample]
+        else:
+            x = np.asarray(job_input["observation"], dtype=np.float32)
+        if fault is not None and fault.drift:
+            x = (x + fault.drift).astype(np.float32)
+        policy.prepare(np.asarray([genes], dtype=np.float32), n_obs=1, shared=True)
+        logit = float(np.asarray(policy.act(x[None, :]), dtype=np.float64).reshape(-1)[0])
+        if not np.isfinite(logit):
+            raise GuestError("bad-output", "non-finite logit (NaN or infinity)")
+        if fault is not None and fault.randomize and _live_rng(fault).random() < fault.randomize:
+            logit = _flip(logit)
+        return LiveOutcome(output=logit, score=None, steps=1)
+
+    def label_score(self, output: float, label: int) -> float:
+        if label not in (0, 1):
+            raise ValidationFailedError("label", f"{label!r} is not a class (0 or 1)")
+        return 1.0 if (output > 0) == (label == 1) else 0.0
+
+    def live_label(self, job_input: dict[str, Any]) -> int | None:
+        sample = job_input.get("sample")
+        if not isinstance(sample, int):
+            return None  # a client's own observation: the client knows its label
+        return int(_breast_cancer_split().y_live[sample])
 
 
 SUITES: dict[str, Suite] = {s.name: s for s in (CartPole(), BreastCancer())}

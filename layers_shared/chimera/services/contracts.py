@@ -7,6 +7,7 @@ shapes. Payloads carry ids, never large blobs.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated, Literal
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsRecordModel
@@ -18,6 +19,7 @@ from chimera.domain.models import (
     MAX_POPULATION,
     AgentId,
     KpiRecord,
+    Name,
     RunId,
     Strategy,
     Suite,
@@ -304,3 +306,51 @@ class PlaceResult(Msg):
     placement: Literal["lambda", "batch"]
     detail: str
     estimated_usd: float
+
+
+# -- live jobs -----------------------------------------------------------------------------
+class JobRequest(Msg):
+    """One live job (`POST /agents/{id}/jobs`): routed by the alias, sticky by `job_id`."""
+
+    action: Literal["job"] = "job"
+    agent_id: AgentId
+    job_id: Name
+    observation: list[float] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="the client's own input, where the suite takes one (absent: live data)",
+    )
+
+
+class JobResult(Msg):
+    agent_id: str
+    job_id: str
+    genome_version: int
+    outcome: Literal["recorded", "awaiting-label", "failed"] = Field(
+        description="recorded: its KPI is known (at once, or since its label arrived)"
+    )
+    output: float | None = Field(description="the answer served (None: the job failed)")
+    score: float | None = Field(description="its KPI score, when known")
+    reason: str | None = None
+    latency_ms: float
+    fuel: int
+    experiment_id: str | None = Field(description="the experiment whose alias routed it")
+    step: int | None
+    at: datetime
+
+
+class JobLabel(Msg):
+    """The true class of a classified live job, joined to its prediction by job id."""
+
+    agent_id: AgentId
+    job_id: Name
+    label: Literal[0, 1]
+
+
+class LabelRequest(Msg):
+    """KPI records and labels of live jobs, ingested as one batch (records first)."""
+
+    action: Literal["label"] = "label"
+    records: list[KpiRecord] = Field(default=[], max_length=1000)
+    labels: list[JobLabel] = Field(default=[], max_length=1000)
