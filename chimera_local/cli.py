@@ -247,6 +247,107 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_traffic(args: argparse.Namespace) -> int:
+    """Drive live jobs through the same path as POST /agents/{id}/jobs (simulated time)."""
+    from chimera.runtime import deps
+    from chimera.services.jobs import Drift, Fault
+
+    from chimera_local import traffic
+
+    fault = None
+    if args.degrade or args.slow or args.drift:
+        fault = Fault(
+            degrade=dict(args.degrade),
+            slow=dict(args.slow),
+            drift=Drift(*args.drift) if args.drift else None,
+            seed=args.seed,
+        )
+    try:
+        summary = traffic.drive(
+            deps(),
+            args.agent,
+            jobs=args.jobs,
+            rate=args.rate,
+            fault=fault,
+            seed=args.seed,
+            label_delay_s=args.label_delay,
+        )
+    except NotFoundError as exc:  # an unknown agent, or one with nothing live to serve
+        print(f"chimera traffic: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+    else:
+        print(traffic.text(summary))
+    return 0
+
+
+def _version_pair(what: str, low: float, high: float) -> Any:
+    """VERSION:VALUE with VALUE in [low, high] (--degrade, --slow)."""
+
+    def parse(text: str) -> tuple[int, float]:
+        version, sep, value = text.partition(":")
+        try:
+            v, x = int(version), float(value)
+        except ValueError:
+            v, x = 0, float("nan")
+        if not sep or not 1 <= v <= 99_999_999 or not low <= x <= high:
+            raise argparse.ArgumentTypeError(
+                f"{text[:80]!r} is not VERSION:{what} (a genome version, {what} in "
+                f"[{low:g}, {high:g}])"
+            )
+        return v, x
+
+    return parse
+
+
+def _drift(text: str) -> tuple[int, float]:
+    """JOB:AMOUNT: from the drive's job JOB (0: the first) on, the environment drifts."""
+    job, sep, amount = text.partition(":")
+    try:
+        j, a = int(job), float(amount)
+    except ValueError:
+        j, a = -1, float("nan")
+    if not sep or j < 0 or not -1e6 <= a <= 1e6:
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r} is not JOB:AMOUNT (a job number >= 0, a finite amount)"
+        )
+    return j, a
+
+
+def _positive(kind: type, high: float) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not 0 < value <= high:
+            raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a number in (0, {high:g}]")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86_400 * 365:
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a number of seconds (0 to a year)")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a seed (0 to 2**32 - 1)")
+    return value
+
+
 def _objective(text: str) -> str:
     """--objective: what the plan records (PlanRequest.objective: 1 to 500 characters)."""
     if not 1 <= len(text) <= 500:
@@ -291,6 +392,41 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_port, default=8080)
     serve.set_defaults(func=cmd_serve)
+    traffic = sub.add_parser(
+        "traffic", help="drive live jobs on an agent (simulated time; fault and drift injection)"
+    )
+    traffic.add_argument("--agent", required=True, type=_agent_id)
+    traffic.add_argument("--jobs", required=True, type=_positive(int, 1_000_000))
+    traffic.add_argument("--rate", type=_positive(float, 1e6), default=10.0, help="jobs/s")
+    traffic.add_argument(
+        "--degrade",
+        action="append",
+        default=[],
+        type=_version_pair("FACTOR", 0.0, 1.0),
+        metavar="VERSION:FACTOR",
+        help="that version keeps each answer with probability FACTOR, else a wrong one",
+    )
+    traffic.add_argument(
+        "--slow",
+        action="append",
+        default=[],
+        type=_version_pair("MS", 0.0, 86_400_000.0),
+        metavar="VERSION:MS",
+        help="that version's recorded latency is MS milliseconds longer",
+    )
+    traffic.add_argument(
+        "--drift",
+        type=_drift,
+        metavar="JOB:AMOUNT",
+        help="from job JOB on, the environment drifts by AMOUNT (cartpole: sensor noise sd; "
+        "breast-cancer: feature shift in training sds)",
+    )
+    traffic.add_argument("--seed", type=_seed, default=0)
+    traffic.add_argument(
+        "--label-delay", type=_seconds, default=30.0, help="simulated s before a label arrives"
+    )
+    traffic.add_argument("--json", action="store_true")
+    traffic.set_defaults(func=cmd_traffic)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -72,7 +72,7 @@ class TrafficSummary:
             "jobs": self.jobs,
             "failures": self.failures,
             "labels_posted": self.labels_posted,
-            "simulated_s": self.simulated_s,
+            "simulated_s": round(self.simulated_s, 6),
             "first_job_id": self.first_job_id,
             "last_job_id": self.last_job_id,
             "experiments": sorted(self.experiments),
