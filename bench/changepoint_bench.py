@@ -146,6 +146,13 @@ DETECTORS: dict[str, tuple[str, Callable[[np.ndarray], Located]]] = {
 DEFAULT_DETECTORS = tuple(DETECTORS)
 
 
+def params(detector: Cusum | Bocpd) -> str:
+    """The detector's parameters, as its JSON state names them."""
+    names = {"k", "h", "warmup", "clip", "hazard", "max_run", "confirm", "kappa0"}
+    names |= {"alpha0", "beta0"}
+    return " ".join(f"{k}={v:g}" for k, v in detector.to_json().items() if k in names)
+
+
 # -- scoring ---------------------------------------------------------------------------------
 @dataclass
 class Row:
@@ -243,10 +250,8 @@ def report(
         "  online = one value at a time, delay = alarm - change; offline = ruptures sees the "
         "whole stream (no delay)"
     )
-    print(
-        f"  cusum: k=0.75 h=6 (k=0.5 h=5 in the variant) warmup 8 clip 3; bocpd: hazard 1/1000 "
-        f"max_run 200 warmup 20 confirm 8 alpha0=beta0=2; ruptures: min_size 5 jump {JUMP} pen 3·log(n)·sigma²"
-    )
+    print(f"  cusum: {params(Cusum())}; bocpd: {params(Bocpd())}")
+    print(f"  ruptures: min_size 5, jump {JUMP}, pen 3·log(n)·sigma² (sigma from the stream)")
     rows = [evaluate(name, streams) for name in detectors]
     buckets = sorted({b for row in rows for b in row.found_by})
     head = (

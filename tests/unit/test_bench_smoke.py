@@ -126,3 +126,34 @@ def test_experiment_bench_size_rows_compare_equal_power(capsys):
         if r.effect == 1.0:
             assert r.seq_power >= 0.8 or r.cap_n >= 4 * 393  # capped where power reaches 0.8
         assert r.ratio == pytest.approx(r.avg_n / 393)
+
+
+def test_changepoint_bench_scores_every_detector_on_the_same_streams(capsys):
+    changepoint_bench = importlib.import_module("changepoint_bench")
+    rows = changepoint_bench.report(count=4, seed=3, min_len=300, max_len=320)
+    out = capsys.readouterr().out
+    assert "offline" in out and "delay" in out and "ruptures" in out
+    streams = changepoint_bench.make_streams(4, 3, 300, 320)
+    true = sum(len(s.changes) for s in streams)
+    assert [r.detector for r in rows] == list(changepoint_bench.DETECTORS)
+    for r in rows:
+        assert r.streams == 4 and r.true == true and 0 <= r.matched <= min(r.true, r.reported)
+        assert sum(t for _, t in r.found_by.values()) == true
+        assert (r.mode == "online") == bool(r.delays) or r.matched == 0
+        assert all(d >= -changepoint_bench.TOL_BEFORE for d in r.delays)
+    # each true change lies MIN_GAP from the ends and from the next; a stream is seeded
+    for s in streams:
+        idx = [0, *(c.index for c in s.changes), len(s.values)]
+        assert all(b - a >= changepoint_bench.MIN_GAP for a, b in zip(idx, idx[1:], strict=False))
+    again = changepoint_bench.make_streams(4, 3, 300, 320)
+    assert all(np.array_equal(a.values, b.values) for a, b in zip(streams, again, strict=True))
+
+
+def test_changepoint_bench_matches_each_true_change_once():
+    changepoint_bench = importlib.import_module("changepoint_bench")
+    change = changepoint_bench.Change
+    changes = [change(100, "mean", 2.0), change(160, "mean", 1.0)]
+    # two reports near the first change: one matches it, the other is a false alarm; the
+    # second change is reported 11 after (outside the tolerance): a miss
+    hits = changepoint_bench.match(changes, [(98, 104), (103, 109), (171, 175)])
+    assert hits == [(changes[0], 104), None]

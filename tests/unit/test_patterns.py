@@ -78,16 +78,16 @@ def test_after_a_change_the_detector_learns_the_new_regime_and_finds_the_next(ki
 def test_cusum_false_alarms_match_the_known_baseline_rate():
     """The self-starting scores are N(0, 1) in control, so a CUSUM with k=0.5, h=4 alarms about
     once per ARL0 = 169 scored windows (Siegmund; Montgomery's table: 168) although its
-    baseline is learned from 8 values. Bound: 0.7x to 1.5x of values / ARL0 (about 296 over
-    50,000 values; a Poisson count would stray by some 17). Scoring raw residuals against an
-    8-value baseline (no t correction) alarms about 3x as often."""
+    baseline is learned from 8 values. Over 50,000 values that is about 296 alarms (a Poisson
+    count strays by some 17); we see 331 (each alarm re-seeds from the excursion that fired
+    it) and allow 0.75x to 1.3x. Scoring the raw residual (no t-to-normal) gives 416 (1.4x)."""
     values, alarms = 0, 0
     for seed in range(100):
         detector = Cusum(k=0.5, h=4.0)
         alarms += sum(detector.update(v) is not None for v in series(seed, 500))
         values += 500
     expected = values / cusum_arl0(0.5, 4.0)
-    assert 0.7 * expected <= alarms <= 1.5 * expected, (alarms, expected)
+    assert 0.75 * expected <= alarms <= 1.3 * expected, (alarms, expected)
 
 
 def test_a_stationary_series_gives_few_false_alarms():
