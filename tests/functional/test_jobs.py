@@ -427,3 +427,18 @@ def test_a_degraded_cartpole_version_loses_its_balance(live):
     replay = suite.run_live(runtime_, BALANCER, first.input, fault)
     assert replay.output == first.output
     assert zlib.crc32(b"traffic-0-20") % HOLDOUT_SEED_BASE + LIVE_SEED_BASE == first.input["seed"]
+
+
+def test_records_and_labels_in_one_batch_are_stored_together_or_not_at_all(live):
+    assert call("post_job_classify")[0] == 200
+    record = json.loads(json.loads((EVENTS / "api_post_kpis.json").read_text())["body"])
+    label = json.loads(json.loads((EVENTS / "api_post_kpis_labels.json").read_text())["body"])
+    bad = {"records": [record["records"][0] | {"genome_version": 9}], **label}
+    status, body = call("post_kpis_labels", body=json.dumps(bad))
+    assert status == 400 and body["field"] == "records.0.genome_version", body
+    assert live.store.list_kpis(CLASSIFIER) == [] and live.store.list_kpis(CARTPOLE) == []
+    both = json.dumps({**record, **label})
+    assert call("post_kpis_labels", body=both) == (200, {"received": 2, "new": 2})
+    assert call("post_kpis_labels", body=both) == (200, {"received": 2, "new": 0})
+    assert [k.job_id for k in live.store.list_kpis(CLASSIFIER)] == ["sample-1"]
+    assert [k.job_id for k in live.store.list_kpis(CARTPOLE)] == ["job-1"]

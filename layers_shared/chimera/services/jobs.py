@@ -275,11 +275,13 @@ def record_labels(req: LabelRequest, deps: Deps) -> IngestResult:
                 )
             continue  # the same label again: nothing new
         joined.append(kpi)
-    records = [*req.records, *joined]
-    if not records:
-        return IngestResult(received=len(req.labels), new=0)
-    result = refinement.ingest(IngestRequest(records=records), deps)
-    return IngestResult(received=len(req.records) + len(req.labels), new=result.new)
+    new = 0
+    # Every label was checked above and the records are checked first, so a refused batch
+    # stores nothing (each part holds at most 1000 records, as IngestRequest takes).
+    for part in (req.records, joined):
+        if part:
+            new += refinement.ingest(IngestRequest(records=list(part)), deps).new
+    return IngestResult(received=len(req.records) + len(req.labels), new=new)
 
 
 def _labelled_job(
