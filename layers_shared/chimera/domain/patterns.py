@@ -13,23 +13,31 @@ latency p95 — goes through one `Detectors` bundle, one value per new window:
   (1.4826·MAD), the modified z-score of Iglewicz & Hoaglin (1993), who flag |z| > 3.5. Where
   MAD is 0 (over half the window equal) the mean absolute deviation scaled by sqrt(pi/2)
   stands in; where that is 0 too, any other value is infinitely far.
-- `Cusum`, the change-point detector the bundle uses by default: a two-sided tabular CUSUM in
-  sigma units (reference value `k`, decision threshold `h`). After each reset it calibrates
-  its baseline mean and sigma from its first `warmup` values; each standardized value is
-  clipped to ±`clip` before it is summed, so no single value can cross h on its own (a lone
-  outlier is an anomaly, not a change). An alarm reports the window it fired in (`index`)
-  and the first window of the new regime (`start`: just after the sum last stood at 0); the
-  detector then resets and calibrates on the values since `start`.
+- `Cusum`, the change-point detector the bundle uses by default: a self-starting two-sided
+  CUSUM (Hawkins 1987) in sigma units (reference value `k`, decision threshold `h`). After
+  each reset its baseline mean and sigma are calibrated from the regime's first `warmup`
+  values and refined by every value after; each value is scored against the values before
+  it and mapped from Student-t to N(0, 1), so its false alarms come at the rate of a CUSUM
+  with a known baseline (`cusum_arl0`: about 1 in 20,700 windows for k=0.75, h=6). A score
+  is clipped to ±`clip` before it is summed, so no single value can cross h on its own (a
+  lone outlier is an anomaly, not a change). An alarm reports the window it fired in
+  (`index`) and the first window of the new regime (`start`: just after the sum last stood
+  at 0); the detector then resets and learns the new regime from the values since `start`.
 - `Bocpd`: Bayesian online change-point detection (Adams & MacKay 2007) with a
   Normal-inverse-gamma model (unknown mean and variance), constant hazard, and the
-  run-length distribution truncated at `max_run` so its state stays bounded. It alarms when
-  the most probable run has been a new one for `confirm` windows.
+  run-length distribution truncated at `max_run` (the two oldest runs merge) so its state
+  stays bounded. It alarms when the most probable run is a young one, holding `confirm`
+  values, that began after the regime it last alarmed on.
 
-Why CUSUM is the default: on bench/changepoint_bench.py's streams (mean shifts of 1-3 sigma,
-variance changes, heavy tails) it finds as many mean shifts as Bocpd, with fewer false
-alarms, a fraction of its cost per update and a state of a few numbers instead of three
-arrays of `max_run` floats; Bocpd is the one that also sees a change of variance (see the
-bench's table in the module's README entry / the bench output).
+Why CUSUM is the default (bench/changepoint_bench.py: 200 seeded streams, 131,035 values,
+409 true changes of 1-3 sigma in the mean or 2-3x in sigma, Gaussian and Student-t noise; a
+located change counts from 5 before to 10 after the true one): CUSUM precision 0.92, recall
+0.88, mean delay 6.5 windows (median 5), 4 ms a stream; Bocpd precision 0.80, recall 0.92,
+mean delay 8.4 (median 7), 88 ms a stream; ruptures' Pelt (offline, the whole stream at
+once) 0.91 / 0.91. CUSUM comes close to offline Pelt (F1 0.90 against 0.91) with fewer
+false alarms than Bocpd, at a twentieth of its cost, and keeps a dozen numbers and its last
+64 values where Bocpd keeps three arrays of up to `max_run` floats. Bocpd's extra recall is the changes of variance (20 of 29 against
+CUSUM's 4): choose it (`Detectors(change=Bocpd())`) for a series whose spread is what moves.
 
 Every detector is online (`update(value)` per new window value), pure (no I/O), and keeps its
 state as strict JSON (`to_json` / `from_json`, no pickle, no NaN or infinity in it): the
@@ -47,7 +55,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -114,8 +122,9 @@ class Detection:
     """One finding at window `index`: `statistic` crossed `threshold` in `direction`.
 
     anomaly: the robust z-score; trend: the value's distance from the EWMA level in sigmas;
-    change-point: the CUSUM sum (or, for Bocpd, the probability of the new run). `start` is,
-    for a change point, the first window of the new regime (estimated); otherwise None.
+    change-point: the CUSUM sum against h (for Bocpd: the posterior probability of the new
+    run against that of the most probable older one). `start` is, for a change point, the
+    first window of the new regime (estimated); otherwise None.
     """
 
     kind: Kind
@@ -347,15 +356,6 @@ class RobustZ:
 
 
 # -- change points ---------------------------------------------------------------------------
-class ChangePointDetector(Protocol):
-    kind: ClassVar[str]
-    t: int
-
-    def update(self, value: float) -> Detection | None: ...
-
-    def to_json(self) -> dict[str, Any]: ...
-
-
 def cusum_arl0(k: float, h: float) -> float:
     """In-control average run length (windows between false alarms) of a two-sided CUSUM on
     iid N(0, 1) values, by Siegmund's approximation (469 for k=0.5, h=5 against 465 in
