@@ -4,9 +4,11 @@ handlers, and the traffic generator's fault and drift injection."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import shutil
+import sys
 import zlib
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from chimera import runtime
 from chimera.domain.events import KpiRecorded
 from chimera.domain.models import Alias, Genome
+from chimera.domain.sandbox import SandboxPolicy
 from chimera.domain.suites import (
     HOLDOUT_SEED_BASE,
     LIVE_SEED_BASE,
@@ -442,3 +445,47 @@ def test_records_and_labels_in_one_batch_are_stored_together_or_not_at_all(live)
     assert call("post_kpis_labels", body=both) == (200, {"received": 2, "new": 0})
     assert [k.job_id for k in live.store.list_kpis(CLASSIFIER)] == ["sample-1"]
     assert [k.job_id for k in live.store.list_kpis(CARTPOLE)] == ["job-1"]
+
+
+# -- modules written to misbehave (tests/hostile/): each job fails alone, the host serves on --
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hostile"))
+hostile = importlib.import_module("hostile")
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in hostile.RUNTIME if c.stage == "act"], ids=lambda c: c.name
+)
+def test_a_sleeper_module_fails_its_live_job_with_a_reason_and_the_host_serves_on(
+    home, tmp_path, monkeypatch, case
+):
+    agents = tmp_path / "agents"
+    shutil.copytree(BUNDLED_AGENTS / CARTPOLE, agents / CARTPOLE)
+    (agents / case.name).mkdir()
+    (agents / case.name / "manifest.json").write_text(json.dumps(case.manifest()))
+    (agents / case.name / "agent.wasm").write_bytes(case.wasm())
+    monkeypatch.setenv("CHIMERA_AGENTS_DIR", str(agents))
+    runtime.deps.cache_clear()
+    deps = runtime.deps()
+    handler_for("discovery")({"action": "discover", "execution_id": "hostile-jobs"})
+    for agent in (CARTPOLE, case.name):  # the sleeper passes layer 3: it behaves once
+        if agent == case.name:  # its policy: a small budget keeps the test fast
+            deps.policy = deps.sandbox.policy = SandboxPolicy(**case.sandbox_policy)
+        assert handler_for("validation")(
+            {"action": "validate", "execution_id": "hostile-jobs", "agent_id": agent}
+        )["ok"]
+        choice = handler_for("meta_evolution")(
+            {"action": "choose", "execution_id": "hostile-jobs", "agent_id": agent}
+        )
+        handler_for("evolution")(
+            {"action": "start", "execution_id": "hostile-jobs", "agent_id": agent, "choice": choice}
+        )
+    for _ in range(2):  # and again: the stored failure, nothing run twice
+        status, body = call("post_job", **job_event(case.name, {"job_id": "provoked"}))
+        assert status == 422 and body["error"] == "GuestError", body
+        assert case.reason in body["message"], body
+    (kpi,) = deps.store.list_kpis(case.name)
+    assert not kpi.success and kpi.score is None and case.reason in kpi.reason
+    assert deps.store.find_job(case.name, "provoked").outcome == "failed"
+    deps.policy = deps.sandbox.policy = SandboxPolicy()
+    status, body = call("post_job", **job_event(CARTPOLE, {"job_id": "after-hostile"}))
+    assert status == 200 and body["outcome"] == "recorded", body
