@@ -489,3 +489,49 @@ def test_a_sleeper_module_fails_its_live_job_with_a_reason_and_the_host_serves_o
     deps.policy = deps.sandbox.policy = SandboxPolicy()
     status, body = call("post_job", **job_event(CARTPOLE, {"job_id": "after-hostile"}))
     assert status == 200 and body["outcome"] == "recorded", body
+
+
+# -- per-item outcomes for the hold-out gate ----------------------------------------------------
+class SecondAgentAnswersNaN:
+    """The sandboxed agent, with the second genome's every answer replaced by NaN."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def prepare(self, genomes, n_obs, shared):
+        self.rows = len(genomes)
+        self.inner.prepare(genomes, n_obs, shared)
+
+    def act(self, obs):
+        out = np.array(self.inner.act(obs), dtype=np.float32).reshape(self.rows, -1)
+        out[1] = np.nan
+        return out
+
+
+def test_suite_results_carry_per_item_outcomes_with_nan_rows_for_failed_genomes(live):
+    from chimera.services.execution import load_runtime
+
+    pole = CartPole(train_episodes=3, holdout_episodes=4)
+    policy = load_runtime(live, live.store.get_agent(CARTPOLE))
+    genomes = np.array([BALANCER, (0.0,) * 5], dtype=np.float32)
+    for split in ("train", "holdout"):
+        r = pole.evaluate(policy, genomes, seed=5, split=split)
+        episodes = 3 if split == "train" else 4
+        assert r.items.shape == (2, episodes) and (r.items[1] < 20).all()
+        np.testing.assert_allclose(r.items.mean(axis=1), r.score)
+
+    bc = BreastCancer()
+    policy = load_runtime(live, live.store.get_agent(CLASSIFIER))
+    genomes = np.array([classifier_genes(), (0.0,) * 31], dtype=np.float32)
+    data = _breast_cancer_split()
+    for split, y in (("train", data.y_train), ("holdout", data.y_holdout)):
+        r = bc.evaluate(policy, genomes, seed=0, split=split)
+        assert r.items.shape == (2, len(y)) and set(np.unique(r.items)) <= {0.0, 1.0}
+        np.testing.assert_allclose(r.items.mean(axis=1), r.score)
+        np.testing.assert_array_equal(r.items[1], (y == 0).astype(float))  # always class 0
+
+    # A genome whose answers are NaN fails alone: its row of items is NaN.
+    genomes = np.array([classifier_genes(), (0.0,) * 31, classifier_genes()], dtype=np.float32)
+    r = bc.evaluate(SecondAgentAnswersNaN(policy), genomes, seed=0, split="holdout")
+    assert set(r.failures) == {1} and np.isnan(r.items[1]).all()
+    assert not np.isnan(r.items[[0, 2]]).any() and math.isnan(r.score[1])
