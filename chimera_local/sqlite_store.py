@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS items (
   PRIMARY KEY (pk, sk)
 ) WITHOUT ROWID;
 """
+_COLUMNS = "items (pk, sk, doc, rev, ttl, gsi1pk, gsi1sk, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = f"INSERT INTO {_COLUMNS}"
+_REPLACE = f"INSERT OR REPLACE INTO {_COLUMNS}"
 _INDEX = "CREATE INDEX IF NOT EXISTS gsi1 ON items (gsi1pk, gsi1sk) WHERE gsi1pk IS NOT NULL"
 _V1_COLUMNS = ("gsi1pk TEXT", "gsi1sk TEXT", "num REAL", "attrs TEXT")
 # The first layout kept runs under RUNS/<id>, KPIs under KPIS#<agent>/<job> and costs under
@@ -92,6 +95,10 @@ _MOVE_V1_ROWS = (
 
 class SqliteStore(KeyValueStore):
     """One file, WAL journal; every multi-item write is one IMMEDIATE transaction."""
+
+    # SQLite has no per-transaction item limit (DynamoDB's is 100): put_kpis commits a whole
+    # IngestRequest (1,000 records at most) with its rollups as one transaction.
+    kpi_txn_items = 2000
 
     def __init__(
         self,
@@ -250,16 +257,19 @@ class SqliteStore(KeyValueStore):
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            fresh: list[Put] = []  # puts that must be absent: one INSERT each, run together
             for w in writes:
+                if isinstance(w, Put) and w.condition == ABSENT:
+                    fresh.append(w)
+                    continue
+                self._insert_all(conn, fresh)
+                fresh = []
                 if isinstance(w, Add):
                     self._add(conn, w)
                     continue
                 self._check(conn, w)
-                conn.execute(
-                    "INSERT OR REPLACE INTO items (pk, sk, doc, rev, ttl, gsi1pk, gsi1sk, attrs) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    self._row(w),
-                )
+                conn.execute(_REPLACE, self._row(w))
+            self._insert_all(conn, fresh)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):  # keep the first error, not the rollback's
                 conn.execute("ROLLBACK")
@@ -272,6 +282,16 @@ class SqliteStore(KeyValueStore):
                 self.on_outbox()
             except Exception:  # the write committed; its events stay in the outbox for later
                 log.exception("outbox relay failed; events stay pending")
+
+    def _insert_all(self, conn: sqlite3.Connection, puts: Sequence[Put]) -> None:
+        """INSERT puts that must be absent: the key's uniqueness is their condition."""
+        if not puts:
+            return
+        try:
+            conn.executemany(_INSERT, [self._row(p) for p in puts])
+        except sqlite3.IntegrityError:
+            first = f"{puts[0].pk}/{puts[0].sk}" + (", ..." if len(puts) > 1 else "")
+            raise ConflictError(f"{first}: an item that must be new already exists") from None
 
     @staticmethod
     def _row(put: Put) -> tuple[object, ...]:

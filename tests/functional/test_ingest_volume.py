@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 from chimera import runtime
-from chimera.adapters.kv import KPI_TXN_ITEMS
 from chimera.domain.errors import UnavailableError
 from chimera.domain.models import KpiRecord
 from chimera.domain.rollups import RELATIVE_ACCURACY, floor_window
@@ -150,7 +149,7 @@ def kpi_commits(store: Any) -> list[int]:
 def test_a_handler_killed_after_its_first_chunk_loses_nothing_and_stores_nothing_twice(
     live, tmp_path
 ):
-    records = kpi_dicts(400)
+    records = kpi_dicts(live.kpi_txn_items * 5 // 2)  # chunks: 2,000 items on SQLite
     batch = tmp_path / "batch.json"
     batch.write_text(json.dumps(sqs_batch(records)))
     script = tmp_path / "killed_handler.py"
@@ -162,7 +161,7 @@ def test_a_handler_killed_after_its_first_chunk_loses_nothing_and_stores_nothing
     runtime.deps.cache_clear()  # a fresh container: the store as the dead one left it
     store = deps().store
     first = stored(store)
-    assert 0 < len(first) <= KPI_TXN_ITEMS < len(records)  # one whole chunk, no more
+    assert 0 < len(first) <= store.kpi_txn_items < len(records)  # one whole chunk, no more
     assert_rollups_match(store, first)  # its rollups committed with it, nothing else
     # SQS redelivers the whole batch (the dead invocation never answered).
     assert handler_for("refinement")(json.loads(batch.read_text())) == {"batchItemFailures": []}
@@ -206,8 +205,8 @@ def test_a_batch_is_stored_in_few_transactions_and_poisoned_messages_fail_alone(
     kept = stored(store)
     assert sorted(k.job_id for k in kept) == sorted(r["job_id"] for r in good)
     assert_rollups_match(store, kept)
-    # 160 records in two transactions (chunks of KPIs + rollups <= 100), not 160.
-    assert commits == [c for c in commits if c] and len(commits) == 2 and sum(commits) == 160
+    # 160 records in one transaction with their rollups (SQLite: up to 2,000 items), not 160.
+    assert commits == [160]
 
 
 def test_a_store_failure_isolates_the_message_at_fault(live):

@@ -61,7 +61,7 @@ from chimera.domain.models import (
     RunStatus,
     utcnow,
 )
-from chimera.domain.rollups import DEFAULT_WINDOW_S, Rollup, Scope, group, scopes_of
+from chimera.domain.rollups import DEFAULT_WINDOW_S, Rollup, Scope, scopes_of
 from chimera.ports import BlobStore
 
 log = logging.getLogger(__name__)
@@ -528,10 +528,13 @@ class KeyValueStore(ExperimentItems, abc.ABC):
     #                   version by time)
     #   experiment arm  pk `ARM#experiment`, sk `SS#vNNNNNNNN` (step, then version)
     # each with `rev` = its revision. put_kpis chunks a batch so that a chunk's KPI puts and
-    # rollup puts fit one transaction (KPI_TXN_ITEMS, DynamoDB's 100), and commits each chunk
+    # rollup puts fit one transaction (`kpi_txn_items`: DynamoDB's 100; an adapter without
+    # that limit may take more, SQLite does), and commits each chunk
     # as one: every KPI put conditional on absence, every rollup put on the revision read
     # (absent when new). A conflict (a concurrent writer stored one of the KPIs or moved a
     # rollup) re-reads and retries the chunk, KPI_RETRIES times at most, then ConflictError.
+    kpi_txn_items = 100  # items (KPIs + rollups) in one put_kpis transaction: DynamoDB's limit
+
     @abc.abstractmethod
     def _get_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Versioned]:
         """The items of these keys that exist (at most 100 keys): doc (or `unreadable`)
@@ -582,32 +585,41 @@ class KeyValueStore(ExperimentItems, abc.ABC):
         for r in records:
             unique.setdefault((r.agent_id, r.job_id), r)
         return sum(
-            self._put_kpi_chunk(chunk, window_s) for chunk in _kpi_chunks(unique.values(), window_s)
+            self._put_kpi_chunk(chunk, window_s)
+            for chunk in _kpi_chunks(unique.values(), window_s, self.kpi_txn_items)
         )
 
-    def _put_kpi_chunk(self, chunk: Sequence[KpiRecord], window_s: int) -> int:
+    def _put_kpi_chunk(self, chunk: Sequence[Touching], window_s: int) -> int:
+        keys = [(f"KPI#{r.agent_id}", f"JOB#{r.job_id}") for r, _ in chunk]
         for _ in range(KPI_RETRIES):
-            stored = self._get_many([(f"KPI#{r.agent_id}", f"JOB#{r.job_id}") for r in chunk])
-            fresh = [r for r in chunk if (f"KPI#{r.agent_id}", f"JOB#{r.job_id}") not in stored]
+            stored = self._get_many(keys)
+            fresh = [item for item, key in zip(chunk, keys, strict=True) if key not in stored]
             if not fresh:
                 return 0
-            groups = group(fresh, window_s)
+            groups: dict[Scope, list[KpiRecord]] = {}
+            for record, scopes in fresh:
+                for scope in scopes:
+                    groups.setdefault(scope, []).append(record)
+            kpis = [self._kpi_put(r) for r, _ in fresh]
+            _guard(kpis)  # before the rollups see them (a record built without validation)
             current = self._get_many([self._rollup_key(scope) for scope in groups])
-            writes: list[Write] = [self._kpi_put(r) for r in fresh]
+            rollups: list[Put] = []
             for scope, members in groups.items():
                 rollup, condition = self._rollup_base(scope, current, window_s)
                 nxt = rollup.with_records(members)
                 nxt = nxt.model_copy(update={"revision": rollup.revision + 1})
-                writes.append(self._rollup_put(scope, nxt, condition))
-            try:
-                self._write(writes)
+                rollups.append(self._rollup_put(scope, nxt, condition))
+            _guard(rollups)
+            try:  # a chunk holds kpi_txn_items at most (_kpi_chunks)
+                self._commit([*kpis, *rollups])
             except ConflictError:
                 log.info("KPI chunk of %d records met a concurrent writer; re-reading", len(chunk))
                 continue
             return len(fresh)
+        first = chunk[0][0]
         raise ConflictError(
             f"records: {len(chunk)} KPI records lost {KPI_RETRIES} races for their rollups "
-            f"(first: {chunk[0].agent_id}/{chunk[0].job_id}); retry the batch"
+            f"(first: {first.agent_id}/{first.job_id}); retry the batch"
         )
 
     def _rollup_base(
@@ -928,7 +940,6 @@ def month(at: datetime | None = None) -> str:
 
 
 # -- KPIs: chunking a batch for put_kpis -----------------------------------------------------
-KPI_TXN_ITEMS = 100  # a chunk's KPI puts + rollup puts: DynamoDB's items per transaction
 KPI_RETRIES = 8  # a chunk re-read and retried after a concurrent writer's conflict
 
 
@@ -939,17 +950,22 @@ class Versioned(NamedTuple):
     rev: int | None
 
 
-def _kpi_chunks(records: Iterable[KpiRecord], window_s: int) -> Iterator[list[KpiRecord]]:
-    """Consecutive chunks whose KPIs plus the rollups they touch are KPI_TXN_ITEMS at most."""
-    chunk: list[KpiRecord] = []
+Touching = tuple[KpiRecord, tuple[Scope, ...]]  # a record and the rollups it counts in
+
+
+def _kpi_chunks(
+    records: Iterable[KpiRecord], window_s: int, limit: int
+) -> Iterator[list[Touching]]:
+    """Consecutive chunks whose KPIs plus the rollups they touch are `limit` at most."""
+    chunk: list[Touching] = []
     scopes: set[Scope] = set()
     for record in records:
         touched = scopes_of(record, window_s)
         more = sum(1 for scope in touched if scope not in scopes)
-        if chunk and len(chunk) + 1 + len(scopes) + more > KPI_TXN_ITEMS:
+        if chunk and len(chunk) + 1 + len(scopes) + more > limit:
             yield chunk
             chunk, scopes = [], set()
-        chunk.append(record)
+        chunk.append((record, touched))
         scopes.update(touched)
     if chunk:
         yield chunk

@@ -26,8 +26,10 @@ protobuf path is not used.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
 from ddsketch import LogCollapsingLowestDenseDDSketch
@@ -62,7 +64,7 @@ class LatencySketch(Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> LatencySketch:
-        if any(b < 0 for b in self.bins):
+        if self.bins and min(self.bins) < 0:
             raise ValueError("bins: counts are never negative")
         if (self.min is None) != (self.count == 0) or (self.max is None) != (self.count == 0):
             raise ValueError("min: min and max are set exactly when the sketch is not empty")
@@ -78,7 +80,7 @@ class LatencySketch(Frozen):
         raw = cast(Any, sketch)
         if self.bins:
             store = raw._store
-            store.bins = [float(b) for b in self.bins]
+            store.bins = list(map(float, self.bins))
             store.offset = store.min_key = self.first
             store.max_key = self.first + len(self.bins) - 1
             store.count = float(sum(self.bins))
@@ -99,7 +101,7 @@ class LatencySketch(Frozen):
         first, bins = 0, []
         if store.count:
             lo, hi = store.min_key - store.offset, store.max_key - store.offset
-            first, bins = store.min_key, [round(b) for b in store.bins[lo : hi + 1]]
+            first, bins = store.min_key, list(map(int, store.bins[lo : hi + 1]))  # whole counts
         empty = raw._count == 0
         return cls(
             first=first,
@@ -130,8 +132,13 @@ def floor_window(at: datetime, window_s: int) -> datetime:
     """The start of the `window_s`-second window `at` falls in (UTC, aligned to the epoch)."""
     if window_s < 1:
         raise ValidationFailedError("window_s", f"must be >= 1, got {window_s}")
-    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    seconds = int(at.timestamp() // window_s) * window_s
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return _window_at(int(at.timestamp() // window_s) * window_s)
+
+
+@lru_cache(maxsize=4096)
+def _window_at(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
@@ -253,61 +260,60 @@ class Rollup(Frozen):
         return None if value is None else float(value)
 
     # -- updates -------------------------------------------------------------------------
-    def _check_member(self, record: KpiRecord, i: int) -> None:
-        if record.agent_id != self.agent_id:
-            raise ValidationFailedError(f"records.{i}.agent_id", f"not {self.agent_id}")
-        if self.genome_version is not None and record.genome_version != self.genome_version:
-            raise ValidationFailedError(f"records.{i}.genome_version", f"not {self.genome_version}")
+    def _check_members(self, records: Sequence[KpiRecord]) -> None:
+        """ValidationFailedError naming the first record that is not of this scope."""
+        version = self.genome_version
+        for i, record in enumerate(records):
+            if record.agent_id != self.agent_id:
+                raise ValidationFailedError(f"records.{i}.agent_id", f"not {self.agent_id}")
+            if version is not None and record.genome_version != version:
+                raise ValidationFailedError(f"records.{i}.genome_version", f"not {version}")
         if self.is_arm:
-            if record.experiment_id != self.experiment_id:
-                raise ValidationFailedError(
-                    f"records.{i}.experiment_id", f"not {self.experiment_id}"
-                )
-            if self.step is not None and record.step != self.step:
-                raise ValidationFailedError(f"records.{i}.step", f"not {self.step}")
+            for i, record in enumerate(records):
+                if record.experiment_id != self.experiment_id:
+                    raise ValidationFailedError(
+                        f"records.{i}.experiment_id", f"not {self.experiment_id}"
+                    )
+                if self.step is not None and record.step != self.step:
+                    raise ValidationFailedError(f"records.{i}.step", f"not {self.step}")
             return
         start, end = self.window_start, self.window_end
         assert start is not None and end is not None  # a window (validated)
-        if not start <= record.recorded_at < end:
-            raise ValidationFailedError(
-                f"records.{i}.recorded_at",
-                f"{record.recorded_at.isoformat()} is outside [{start.isoformat()}, "
-                f"{end.isoformat()})",
-            )
+        for i, record in enumerate(records):
+            if not start <= record.recorded_at < end:
+                raise ValidationFailedError(
+                    f"records.{i}.recorded_at",
+                    f"{record.recorded_at.isoformat()} is outside [{start.isoformat()}, "
+                    f"{end.isoformat()})",
+                )
 
     def with_records(self, records: Sequence[KpiRecord]) -> Rollup:
         """This rollup after adding `records` (each must be of its scope; the caller counts
         each record once: the store skips the ones it already holds)."""
         if not records:
             return self
+        self._check_members(records)
         sketch = self.latency.sketch()
-        scores: list[float] = []
-        failures, fuel, cost = 0, 0, 0.0
-        first, last = self.first_at, self.last_at
-        for i, record in enumerate(records):
-            self._check_member(record, i)
-            sketch.add(record.latency_ms)
-            if record.success:
-                scores.append(cast(float, record.score))
-            else:
-                failures += 1
-            fuel += record.fuel
-            cost += record.cost_usd
-            at = record.recorded_at
-            first = at if first is None or at < first else first
-            last = at if last is None or at > last else last
-        moments = self.score.merge(Moments.of(scores))
+        add = sketch.add
+        scores = [cast(float, r.score) for r in records if r.success]
+        for record in records:
+            add(record.latency_ms)
+        ats = [r.recorded_at for r in records]
+        first, last = min(ats), max(ats)
+        if self.first_at is not None and self.last_at is not None:
+            first, last = min(first, self.first_at), max(last, self.last_at)
+        moments = self.score.merge(_moments(scores))
         return self.model_validate(
             {
                 **self._fields(),
                 "count": self.count + len(records),
-                "failures": self.failures + failures,
+                "failures": self.failures + len(records) - len(scores),
                 "score_n": moments.n,
                 "score_mean": moments.mean,
                 "score_m2": moments.m2,
                 "latency": LatencySketch.of(sketch),
-                "fuel": self.fuel + fuel,
-                "cost_usd": self.cost_usd + cost,
+                "fuel": self.fuel + sum(r.fuel for r in records),
+                "cost_usd": self.cost_usd + math.fsum(r.cost_usd for r in records),
                 "first_at": first,
                 "last_at": last,
             }
@@ -355,6 +361,17 @@ class Rollup(Frozen):
             first_at=_extreme(min, self.first_at, other.first_at),
             last_at=_extreme(max, self.last_at, other.last_at),
         )
+
+
+def _moments(values: Sequence[float]) -> Moments:
+    """Moments of a few values (two passes in floats; numpy's set-up costs more below ~50)."""
+    n = len(values)
+    if n > 64:
+        return Moments.of(values)
+    if n == 0:
+        return Moments()
+    mean = math.fsum(values) / n
+    return Moments(n, mean, math.fsum((x - mean) ** 2 for x in values))
 
 
 def merge_all(rollups: Iterable[Rollup]) -> Rollup | None:
