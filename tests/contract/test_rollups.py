@@ -343,3 +343,25 @@ def test_a_writer_that_always_loses_gives_up_with_a_conflict(store):
         store.put_kpis(recs)
     assert len(seen) == KPI_RETRIES
     assert {k.job_id for k in stored(store)}.isdisjoint(r.job_id for r in recs)
+
+
+def test_the_largest_kpi_item_stays_under_the_bound_put_kpis_relies_on():
+    """put_kpis checks a KPI item for NaN but not its size: every field at its limit, in the
+    characters JSON escapes most (6 bytes each), is still far from 400 KB."""
+    from chimera.adapters.kv import KeyValueStore
+
+    worst = KpiRecord(
+        agent_id="a" * 63,
+        genome_version=99_999_999,
+        job_id="\x01" * 256,
+        suite="\x01" * 128,
+        success=False,
+        reason="\x01" * 4000,
+        trace_id="\x01" * 256,
+        latency_ms=86_400_000,
+        fuel=2**64 - 1,
+        cost_usd=1_000_000,
+        experiment_id="e" * 160,
+        step=64,
+    )
+    assert item_size(KeyValueStore._kpi_put(worst)) < 40 * 1024

@@ -157,3 +157,25 @@ def test_changepoint_bench_matches_each_true_change_once():
     # second change is reported 11 after (outside the tolerance): a miss
     hits = changepoint_bench.match(changes, [(98, 104), (103, 109), (171, 175)])
     assert hits == [(changes[0], 104), None]
+
+
+# -- bench/ingest_bench.py ---------------------------------------------------------------------
+ingest_bench = importlib.import_module("ingest_bench")
+
+
+def test_ingest_bench_rows_store_each_record_once_on_every_path(tmp_path, capsys):
+    rows = ingest_bench.report_sqlite(total=60, sizes=(25,), folder=tmp_path)
+    assert [(r.path, r.new) for r in rows] == [
+        ("ingest + rollups (SQLite)", 60),
+        ("ingest + rollups (SQLite), redelivered", 0),
+        ("baseline: no rollups", 60),
+        ("baseline: no rollups, redelivered", 0),
+    ]
+    assert [r.rolled_up for r in rows] == [60, 60, None, None]  # redelivery counted nowhere
+    for row in rows:
+        assert row.records == 60 and row.batch == 25
+        assert row.wall_rate > 0 and row.cpu_rate > 0 and 0 < row.p50_ms <= row.p99_ms
+    moto = ingest_bench.report_moto(total=12, size=5, folder=tmp_path)
+    assert moto.new == 12 and moto.rolled_up == 12 and "mock" in moto.path
+    ingest_bench.print_rows([*rows, moto])
+    assert "in rollups" in capsys.readouterr().out

@@ -601,7 +601,9 @@ class KeyValueStore(ExperimentItems, abc.ABC):
                 for scope in scopes:
                     groups.setdefault(scope, []).append(record)
             kpis = [self._kpi_put(r) for r, _ in fresh]
-            _guard(kpis)  # before the rollups see them (a record built without validation)
+            # No NaN or infinity (a record built without validation), before the rollups see
+            # one; no size check: KpiRecord's field limits keep a KPI item under 40 KB.
+            _finite(kpis)
             current = self._get_many([self._rollup_key(scope) for scope in groups])
             rollups: list[Put] = []
             for scope, members in groups.items():
