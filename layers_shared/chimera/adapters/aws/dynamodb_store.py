@@ -6,6 +6,7 @@ conflict, throttling is retryable unavailability, an item too large is a validat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,7 +82,9 @@ class DynamoDbStore(KeyValueStore):
                     "ProjectionExpression": "pk, sk, doc, rev",
                 }
             }
-            for _ in range(UNPROCESSED_RETRIES):
+            for attempt in range(UNPROCESSED_RETRIES):
+                if attempt:  # DynamoDB left some keys (throttled): back off, ask for those
+                    time.sleep(0.05 * 2**attempt)
                 with translate(f"batch get {keys[start][0]}/{keys[start][1]}..."):
                     answer = self.client.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.table, []):
