@@ -46,7 +46,8 @@ synth: $(DEVSTAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH npx cdk synth --quiet
 
 bench: $(DEVSTAMP)
-	$(BIN)/python bench/evolution_bench.py && $(BIN)/python bench/sandbox_bench.py
+	$(BIN)/python bench/evolution_bench.py && $(BIN)/python bench/sandbox_bench.py \
+	  && $(BIN)/python bench/experiment_bench.py && $(BIN)/python bench/changepoint_bench.py
 
 clean:
 	rm -rf $(VENV) .chimera cdk.out build node_modules

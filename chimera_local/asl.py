@@ -2,8 +2,10 @@
 
 It runs the deployed ASL files as they are: Task states whose resource is a Lambda ARN call
 the handler in process; `states:startExecution.sync(:2)` runs the nested machine as a child
-execution with its own history; `batch:submitJob.sync` goes to a local job runner. Pass,
-Choice (with `...Path` comparisons), Map, Wait, Succeed, Fail; InputPath, Parameters,
+execution with its own history, and `states:startExecution` queues it to run once the
+execution that started it has ended; `batch:submitJob.sync` goes to a local job runner. Pass,
+Choice (with `...Path` comparisons), Map, Wait (Seconds, SecondsPath: through `sleep`),
+Succeed, Fail; InputPath, Parameters,
 ResultSelector, ResultPath, OutputPath; Retry and Catch; the intrinsic functions
 States.Format, States.MathAdd and States.Hash. tests/functional runs the same files, and
 purpose-written machines for every failure path, through moto's interpreter and checks both
@@ -44,6 +46,7 @@ and this executor follows AWS.)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -176,6 +179,9 @@ class AslExecutor:
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
     executions: dict[str, ExecutionHistory] = field(default_factory=dict)
+    # Executions started without waiting (`states:startExecution`): each runs after the one
+    # that started it has finished, in the order started (AWS runs them at once, independently).
+    started: list[tuple[str, Any, str]] = field(default_factory=list)
 
     def register(self, name: str, arn: str, definition_text: str) -> Machine:
         machine = Machine(name, arn, json.loads(definition_text))
@@ -184,10 +190,22 @@ class AslExecutor:
 
     # -- executions ----------------------------------------------------------------------
     def start(self, arn: str, input_: dict[str, Any], name: str | None = None) -> Any:
+        """Run the execution to its end, then every execution it started without waiting
+        (their failures are in their own histories). Returns the first one's output."""
         try:
-            return self._execute(arn, input_, name or uuid.uuid4().hex)
+            output = self._execute(arn, input_, name or uuid.uuid4().hex)
         except _StatesError as err:
+            self.drain()
             raise ExecutionFailedError(err.error, err.cause) from None
+        self.drain()
+        return output
+
+    def drain(self) -> None:
+        """Run the executions started without waiting, each to its end, oldest first."""
+        while self.started:
+            machine_arn, input_, name = self.started.pop(0)
+            with contextlib.suppress(_StatesError):
+                self._execute(machine_arn, input_, name)
 
     def history(self, name: str) -> ExecutionHistory:
         """An execution's history by its name (or ARN)."""
@@ -391,7 +409,14 @@ class AslExecutor:
                 raise
             result = self._selected(state, result, ctx)
         elif kind == "Wait":
-            self.sleep(float(state.get("Seconds", 0)))
+            seconds = state.get("Seconds")
+            if "SecondsPath" in state:
+                seconds = _select(state["SecondsPath"], effective, ctx)
+                if not _num(seconds) or seconds < 0:
+                    raise _StatesError(
+                        "States.Runtime", f"SecondsPath {state['SecondsPath']} is {seconds!r}"
+                    )
+            self.sleep(float(seconds or 0))
             result = effective
         else:
             raise _TerminalError("States.Runtime", f"state type {kind} is not supported locally")
@@ -490,6 +515,8 @@ class AslExecutor:
         try:
             if resource.startswith("arn:aws:states:::states:startExecution.sync"):
                 result = self._start_execution_sync(params, resource.endswith(":2"), history)
+            elif resource == "arn:aws:states:::states:startExecution":
+                result = self._start_execution(params)
             elif resource.startswith("arn:aws:states:::batch:submitJob"):
                 runner = self.jobs.get(params["JobDefinition"])
                 if runner is None:
@@ -506,6 +533,21 @@ class AslExecutor:
             raise
         history.add("TaskSucceeded")
         return result
+
+    def _start_execution(self, params: dict[str, Any]) -> Any:
+        """StartExecution without waiting: admitted now (its name is taken), run later."""
+        machine_arn = params["StateMachineArn"]
+        child_input = params.get("Input", {})
+        if isinstance(child_input, str):
+            child_input = json.loads(child_input)
+        name = params.get("Name") or uuid.uuid4().hex
+        _, arn = self._admit(machine_arn, name)
+        if any(n == name and m == machine_arn for m, _, n in self.started):
+            raise _StatesError(
+                "StepFunctions.ExecutionAlreadyExistsException", f"execution {arn} already started"
+            )
+        self.started.append((machine_arn, copy.deepcopy(child_input), name))
+        return {"ExecutionArn": arn, "StartDate": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
     def _start_execution_sync(
         self, params: dict[str, Any], parsed: bool, history: ExecutionHistory

@@ -13,6 +13,7 @@ from chimera.settings import LocalSettings
 from chimera_local.artifacts import LocalArtifacts
 from chimera_local.blobs import FileBlobs
 from chimera_local.bus import LocalBus, relay
+from chimera_local.clock import LocalClock
 from chimera_local.cycles import LocalCycles
 from chimera_local.sqlite_store import SqliteStore
 
@@ -30,6 +31,7 @@ def local_deps(settings: LocalSettings) -> Deps:
         policy=policy,
         settings=settings,
         workflows=LocalCycles(settings.home),
+        clock=LocalClock(store),
     )
 
     def ingest(event: Event) -> None:

@@ -153,11 +153,31 @@ def run_gpu_job(params: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
+def bake(seconds: float) -> None:
+    """What a Wait (or a retry's back-off) does locally: `seconds` of simulated time pass, and
+    the traffic generator drives the jobs they would have brought to every agent under
+    experiment (`local_traffic_rate` jobs per second each). Nothing sleeps."""
+    from chimera.domain.models import ExperimentStatus
+
+    from chimera_local.traffic import drive
+
+    ports = deps()
+    running = ports.store.list_experiments(status=ExperimentStatus.RUNNING)
+    if not running or not isinstance(ports.settings, LocalSettings):
+        ports.clock.advance(seconds)
+        return
+    rate = ports.settings.local_traffic_rate
+    jobs = max(1, round(rate * seconds))
+    for experiment in running:  # together they let `seconds` pass
+        drive(ports, experiment.agent_id, jobs=jobs, rate=jobs * len(running) / seconds)
+
+
 def local_executor(on_state: Callable[[str, str, Any], None] | None = None) -> AslExecutor:
     executor = AslExecutor(
         functions={function_arn(pkg): handler_for(pkg) for _, pkg, _ in LAYERS},
         jobs={GPU_JOB_DEFINITION: run_gpu_job},
         on_state=on_state,
+        sleep=bake,
     )
     values = substitutions()
     for name in STATE_MACHINES:

@@ -43,16 +43,20 @@ class Workflows(Construct):
             )
         )
         _allow_sync_rule(self.evolution_segment, "StepFunctionsGetEventsForBatchJobsRule")
+        # One canary per champion: it bakes for hours, so evolution-run starts it and ends.
+        self.canary_rollout = self._machine("CanaryRollout", "canary-rollout", fn_arns, functions)
         self.evolution_run = self._machine(
             "EvolutionRun",
             "evolution-run",
             {
                 **fn_arns,
                 "EvolutionSegmentStateMachineArn": self.evolution_segment.state_machine_arn,
+                "CanaryRolloutStateMachineArn": self.canary_rollout.state_machine_arn,
             },
             functions,
         )
         _allow_nested(self.evolution_run, self.evolution_segment)
+        self.canary_rollout.grant_start_execution(self.evolution_run)
         self.optimization_cycle = self._machine(
             "OptimizationCycle",
             "optimization-cycle",

@@ -10,12 +10,17 @@ LAYERS: tuple[tuple[str, str, str], ...] = (
     ("Planning", "planning", "turns the objective into work items"),
     ("Validation", "validation", "validates modules, genomes and plans; gates promotions"),
     ("Execution", "execution", "runs agents in the wasm sandbox; /predict"),
-    ("Refinement", "refinement", "ingests KPIs; reports"),
+    ("Refinement", "refinement", "ingests KPIs, keeps rollups, runs experiments; reports"),
     ("MetaEvolution", "meta_evolution", "chooses the search and when to stop"),
     ("Evolution", "evolution", "ask/tell evolution, champions, promotion"),
     ("Resources", "resources", "prices placements and enforces the budget"),
 )
-STATE_MACHINES: tuple[str, ...] = ("optimization-cycle", "evolution-run", "evolution-segment")
+STATE_MACHINES: tuple[str, ...] = (
+    "optimization-cycle",
+    "evolution-run",
+    "evolution-segment",
+    "canary-rollout",
+)
 GPU_JOB = "evaluate_population"
 STATEMACHINES_DIR = Path(__file__).resolve().parents[2] / "statemachines"
 

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chimera.domain.errors import ValidationFailedError
+from chimera.domain.models import ExperimentConfig
 
 BUNDLED_AGENTS = Path(__file__).resolve().parents[1] / "agents"
 ENV_PREFIX = "CHIMERA_"
@@ -34,12 +35,50 @@ class _Common(BaseModel):
     run_lease_s: int = Field(default=900, gt=0, le=86_400)
     # KPI rollups: one aggregate per agent, genome version and window of this many seconds.
     rollup_window_s: int = Field(default=300, ge=1, le=86_400)
+    # The canary every champion goes through (chimera.domain.models.ExperimentConfig).
+    canary_steps: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)
+    canary_bake_s: int = Field(default=600, ge=1, le=86_400)
+    canary_min_samples: int = Field(default=100, ge=2)
+    canary_max_bakes: int = Field(default=8, ge=1, le=1000)
+    canary_alpha: float = Field(default=0.05, gt=0, lt=0.5)
+
+    @field_validator("canary_steps", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """From the environment: `0.05,0.25,0.5,1` (checked by ExperimentConfig's rules)."""
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    def canary(self) -> ExperimentConfig:
+        """The canary configuration of this deployment (ValidationFailedError naming it)."""
+        try:
+            return ExperimentConfig(
+                steps=self.canary_steps,
+                bake_s=self.canary_bake_s,
+                min_samples=self.canary_min_samples,
+                max_bakes=self.canary_max_bakes,
+                alpha=self.canary_alpha,
+            )
+        except ValidationError as exc:
+            raise ValidationFailedError(
+                f"{ENV_PREFIX}CANARY_{str(exc.errors()[0]['loc'][0]).upper()}",
+                exc.errors()[0]["msg"],
+            ) from exc
 
 
 class LocalSettings(_Common):
     backend: Literal["local"] = "local"
     home: Path = Path(".chimera")
     agents_dir: Path = BUNDLED_AGENTS
+    # No clients here: while a canary bakes, the traffic generator drives this many jobs per
+    # simulated second to each agent under experiment (chimera_local.traffic), and the clock
+    # moves on by the bake (no real sleeping). Smaller steps than the cloud's, so a local run
+    # reaches its verdicts in seconds.
+    local_traffic_rate: float = Field(default=1.0, gt=0, le=1000)
+    canary_steps: tuple[float, ...] = (0.2, 0.5, 1.0)
+    canary_bake_s: int = Field(default=120, ge=1, le=86_400)
+    canary_min_samples: int = Field(default=20, ge=2)
 
 
 class AwsSettings(_Common):

@@ -55,6 +55,7 @@ class GenomeRolledBack(Event):
     from_version: int
     to_version: int
     reason: str
+    experiment_id: str | None = None  # the canary that rolled it back (None: an operator)
 
 
 class AnomalyDetected(Event):
@@ -63,6 +64,13 @@ class AnomalyDetected(Event):
     kpi: str
     value: float
     detail: str
+    genome_version: int | None = None
+    kind: Literal["anomaly", "change-point", "trend"] = "anomaly"
+    direction: Literal["up", "down"] | None = None
+    window: str | None = None  # the KPI window (its start, ISO 8601) the detection was made in
+    start: str | None = None  # a change point: the first window of the new regime
+    statistic: float | None = None
+    threshold: float | None = None
 
 
 class ExperimentConcluded(Event):
@@ -70,6 +78,10 @@ class ExperimentConcluded(Event):
     experiment_id: str
     agent_id: str
     verdict: str
+    candidate_version: int | None = None
+    incumbent_version: int | None = None
+    reason: str = ""
+    statistics: dict[str, Any] = {}  # the last analysis: the test, its interval, the counts
 
 
 class BudgetThresholdReached(Event):

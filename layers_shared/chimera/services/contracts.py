@@ -18,12 +18,14 @@ from chimera.domain.models import (
     MAX_AGENTS,
     MAX_POPULATION,
     AgentId,
+    ExperimentConfig,
     KpiRecord,
     Name,
     RunId,
     Strategy,
     Suite,
     Text,
+    Version,
 )
 
 
@@ -172,6 +174,70 @@ class IngestResult(Msg):
 class ReportRequest(Msg):
     action: Literal["report"] = "report"
     execution_id: ExecutionId
+
+
+# -- layer 5: experiments (the canary-rollout state machine) ---------------------------------
+ExperimentIdField = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,160}$")]
+CanaryDecision = Literal["bake", "next", "promote", "rollback", "stopped"]
+
+
+class StartExperimentRequest(Msg):
+    action: Literal["start_experiment"] = "start_experiment"
+    execution_id: ExperimentIdField = Field(description="the canary execution: the experiment id")
+    agent_id: AgentId
+    run_id: RunId | None = None
+    candidate_version: Version
+    incumbent_version: Version
+    config: ExperimentConfig = ExperimentConfig()
+
+
+class CanaryStep(Msg):
+    """Where a canary stands after a task: what the state machine branches on."""
+
+    experiment_id: str
+    step: int
+    bake: int = Field(description="bakes analysed in this step")
+    bake_s: int
+    weight: float
+    decision: CanaryDecision = "bake"
+    reason: str = ""
+
+
+class AnalyzeRequest(Msg):
+    action: Literal["analyze"] = "analyze"
+    execution_id: ExecutionId
+    experiment_id: ExperimentIdField
+    step: int = Field(ge=0, le=16)
+    bake: int = Field(ge=0)
+
+
+class ShiftRequest(Msg):
+    action: Literal["shift"] = "shift"
+    execution_id: ExecutionId
+    experiment_id: ExperimentIdField
+    step: int = Field(ge=0, le=16, description="the step the experiment moves on from")
+
+
+class ConcludeRequest(Msg):
+    action: Literal["conclude"] = "conclude"
+    execution_id: ExecutionId
+    experiment_id: ExperimentIdField
+    verdict: Literal["promoted", "rolled-back"]
+    reason: Text = ""
+
+
+class AbortRequest(Msg):
+    action: Literal["abort"] = "abort"
+    execution_id: ExecutionId
+    experiment_id: ExperimentIdField
+    error: dict[str, object] = Field(default={}, max_length=8)
+
+
+class ExperimentOutcome(Msg):
+    experiment_id: str
+    status: str
+    verdict: str | None
+    reason: str
 
 
 # -- layer 6 -------------------------------------------------------------------------------
