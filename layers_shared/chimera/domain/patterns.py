@@ -59,6 +59,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from chimera.domain import checks
 from chimera.domain.errors import ValidationFailedError
 
 Kind = Literal["anomaly", "change-point", "trend"]
@@ -69,27 +70,7 @@ STATE_VERSION = 1
 
 
 # -- validation ------------------------------------------------------------------------------
-def _number(field: str, x: Any) -> float:
-    if isinstance(x, bool) or not isinstance(x, int | float | np.integer | np.floating):
-        raise ValidationFailedError(field, f"expected a number, got {x!r}")
-    value = float(x)
-    if not math.isfinite(value):
-        raise ValidationFailedError(field, f"must be finite, got {value!r}")
-    return value
-
-
-def _positive(field: str, x: Any) -> float:
-    value = _number(field, x)
-    if value <= 0:
-        raise ValidationFailedError(field, f"must be > 0, got {value!r}")
-    return value
-
-
-def _unit_open(field: str, x: Any) -> float:
-    value = _number(field, x)
-    if not 0 < value < 1:
-        raise ValidationFailedError(field, f"must be in (0, 1), got {value!r}")
-    return value
+_number, _positive, _unit_open = checks.finite, checks.positive, checks.open_unit
 
 
 def _integer(field: str, x: Any, low: int) -> int:

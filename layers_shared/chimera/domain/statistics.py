@@ -76,6 +76,7 @@ from typing import Any, Literal, cast
 
 import numpy as np
 
+from chimera.domain import checks
 from chimera.domain.errors import ValidationFailedError
 
 Kind = Literal["mean", "proportion"]
@@ -88,27 +89,7 @@ _MAX_ITER = 10_000
 
 
 # -- validation -------------------------------------------------------------------------------
-def _finite(field: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValidationFailedError(field, f"must be a number, got {value!r}")
-    x = float(value)
-    if not math.isfinite(x):
-        raise ValidationFailedError(field, f"must be finite, got {x}")
-    return x
-
-
-def _open_unit(field: str, value: Any) -> float:
-    x = _finite(field, value)
-    if not 0.0 < x < 1.0:
-        raise ValidationFailedError(field, f"must be in (0, 1), got {x}")
-    return x
-
-
-def _positive(field: str, value: Any) -> float:
-    x = _finite(field, value)
-    if x <= 0.0:
-        raise ValidationFailedError(field, f"must be > 0, got {x}")
-    return x
+_finite, _open_unit, _positive = checks.finite, checks.open_unit, checks.positive
 
 
 def _kind(value: Any) -> Kind:
