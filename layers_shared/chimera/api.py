@@ -22,7 +22,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,9 +38,9 @@ from chimera.domain.errors import (
     UnavailableError,
     ValidationFailedError,
 )
-from chimera.domain.models import KpiRecord
+from chimera.domain.models import MAX_VERSION, ExperimentStatus, KpiRecord
 from chimera.runtime import deps
-from chimera.services import execution, jobs, queries
+from chimera.services import execution, jobs, operator, queries
 from chimera.services.contracts import (
     IngestResult,
     JobLabel,
@@ -51,7 +51,16 @@ from chimera.services.contracts import (
     PredictResult,
 )
 from chimera.services.cycles import StartCycleRequest, start_cycle
-from chimera.services.views import AgentView, CycleStarted, GenomeView, Health, RunView
+from chimera.services.views import (
+    AgentView,
+    CycleStarted,
+    ExperimentDetailView,
+    ExperimentView,
+    GenomeView,
+    Health,
+    RollbackView,
+    RunView,
+)
 
 API_TITLE = "Chimera API"
 API_VERSION = "1.0.0"
@@ -121,6 +130,10 @@ RunIdPath = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="evolution run id", alias="id")
 ]
 
+ExperimentIdPath = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,160}$", description="experiment id", alias="id")
+]
+
 
 class PredictBody(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)  # JSON's 1e999 arrives as infinity
@@ -148,6 +161,27 @@ class KpiBatch(BaseModel):
         max_length=1000,
         description="true classes of live jobs, joined to their predictions by job id",
     )
+
+
+class StopBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        min_length=1, max_length=1000, description="why: kept on the experiment and its events"
+    )
+
+
+class RollbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to_version: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_VERSION,
+        description="the version to serve (absent: the one the live version evolved from, "
+        "or a running canary's incumbent)",
+    )
+    reason: str = Field(min_length=1, max_length=1000, description="why: kept on the event")
 
 
 def responses(ok: int, what: str, *classes: type[ChimeraError]) -> dict[int, OpenAPIResponse]:
@@ -348,6 +382,74 @@ def get_genomes(agent_id: AgentIdPath) -> list[GenomeView]:
 def get_run(run_id: RunIdPath) -> RunView:
     with _path_id(run_id):
         return queries.get_run(run_id, deps())
+
+
+@app.get(
+    "/experiments",
+    summary="Experiments (canaries), newest first",
+    security=OPERATOR,
+    responses=responses(200, "the experiments", NotFoundError, CorruptStateError),
+)
+def get_experiments(
+    agent_id: Annotated[
+        str | None,
+        Query(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="only this agent's"),
+    ] = None,
+    status: Annotated[
+        ExperimentStatus | None, Query(description="only those in this status")
+    ] = None,
+) -> list[ExperimentView]:
+    return queries.list_experiments(deps(), agent_id, status)
+
+
+@app.get(
+    "/experiments/<id>",
+    summary="An experiment and its statistic over time (every analysis)",
+    security=OPERATOR,
+    responses=responses(200, "the experiment", NotFoundError, CorruptStateError),
+)
+def get_experiment(experiment_id: ExperimentIdPath) -> ExperimentDetailView:
+    with _path_id(experiment_id):
+        return queries.get_experiment(experiment_id, deps())
+
+
+@app.post(
+    "/experiments/<id>/stop",
+    summary="Stop a running experiment and roll its candidate back (the same reason again: "
+    "the same answer)",
+    security=OPERATOR,
+    responses=responses(
+        200,
+        "the stopped experiment",
+        NotFoundError,
+        ConflictError,
+        UnavailableError,
+        CorruptStateError,
+    ),
+)
+def post_stop_experiment(
+    experiment_id: ExperimentIdPath, body: Annotated[StopBody, Body()]
+) -> ExperimentView:
+    with _path_id(experiment_id):
+        return operator.stop_experiment(experiment_id, body.reason, deps())
+
+
+@app.post(
+    "/agents/<id>/rollback",
+    summary="Point the agent's alias at an earlier version (a running canary is stopped first)",
+    security=OPERATOR,
+    responses=responses(
+        200,
+        "the live alias after the rollback",
+        NotFoundError,
+        ConflictError,
+        UnavailableError,
+        CorruptStateError,
+    ),
+)
+def post_rollback(agent_id: AgentIdPath, body: Annotated[RollbackBody, Body()]) -> RollbackView:
+    with _path_id(agent_id):
+        return operator.rollback_agent(agent_id, body.to_version, body.reason, deps())
 
 
 @app.post(

@@ -1,4 +1,4 @@
-"""Read-side use cases for the API and the CLI: agents, genomes, runs, health."""
+"""Read-side use cases for the API and the CLI: agents, genomes, runs, experiments, health."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import time
 from collections.abc import Callable
 
 from chimera.domain.errors import CorruptStateError
-from chimera.domain.models import Agent, Alias
+from chimera.domain.models import Agent, Alias, Experiment, ExperimentPoint, ExperimentStatus
 from chimera.services.deps import Deps
 from chimera.services.views import (
     AgentView,
     Check,
+    ExperimentDetailView,
+    ExperimentPointView,
+    ExperimentView,
     FitnessPointView,
     GenomeView,
     Health,
@@ -99,6 +102,55 @@ def get_run(run_id: str, deps: Deps) -> RunView:
         status=run.status.value,
         history=history,
     )
+
+
+def experiment_view(exp: Experiment) -> ExperimentView:
+    return ExperimentView(
+        **exp.model_dump(
+            include={
+                "experiment_id",
+                "agent_id",
+                "run_id",
+                "execution_id",
+                "candidate_version",
+                "incumbent_version",
+                "step",
+                "bakes",
+                "p_value",
+                "guardrail_p",
+                "started_at",
+                "step_started_at",
+                "concluded_at",
+                "reason",
+                "config",
+                "statistics",
+            }
+        ),
+        status=exp.status.value,
+        verdict=exp.verdict.value if exp.verdict is not None else None,
+        weight=exp.weight,
+    )
+
+
+def _point_view(point: ExperimentPoint) -> ExperimentPointView:
+    return ExperimentPointView(**point.model_dump(exclude={"experiment_id"}))
+
+
+def list_experiments(
+    deps: Deps, agent_id: str | None = None, status: ExperimentStatus | None = None
+) -> list[ExperimentView]:
+    """Experiments, newest first; of one agent (NotFoundError naming `agent_id` for an
+    unknown one) and in one status when asked."""
+    if agent_id is not None:
+        deps.store.get_agent(agent_id)
+    return [experiment_view(e) for e in deps.store.list_experiments(agent_id, status)]
+
+
+def get_experiment(experiment_id: str, deps: Deps) -> ExperimentDetailView:
+    """One experiment with every analysis it made: the statistic over time."""
+    exp = deps.store.get_experiment(experiment_id)
+    points = [_point_view(p) for p in deps.store.list_experiment_points(experiment_id)]
+    return ExperimentDetailView(**experiment_view(exp).model_dump(), points=points)
 
 
 def _check(probe: Callable[[], None]) -> Check:
