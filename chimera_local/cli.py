@@ -229,6 +229,109 @@ def cmd_genomes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _num(x: float | None, fmt: str = ".4g") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    """Experiments (canaries), newest first: what `GET /experiments` answers."""
+    from chimera.domain.models import ExperimentStatus
+    from chimera.runtime import deps
+    from chimera.services import queries
+
+    status = ExperimentStatus(args.status) if args.status else None
+    views = queries.list_experiments(deps(), args.agent, status)
+    if args.json:
+        print(json.dumps([v.model_dump(mode="json") for v in views], indent=2))
+        return 0
+    if not views:
+        print("No experiments yet: `chimera run` starts a canary for each champion.")
+        return 0
+    # STEP: the (last) weight step reached, and the candidate's share of traffic in it.
+    header = ("EXPERIMENT", "AGENT", "CANDIDATE", "INCUMBENT", "STATUS", "VERDICT", "STEP")
+    rows = [
+        (
+            v.experiment_id,
+            v.agent_id,
+            f"v{v.candidate_version}",
+            f"v{v.incumbent_version}",
+            v.status,
+            v.verdict or "-",
+            f"{v.step + 1}/{len(v.config.steps)}:{v.weight:.0%}",
+        )
+        for v in views
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """One experiment and its statistic over time: what `GET /experiments/{id}` answers."""
+    from chimera.runtime import deps
+    from chimera.services import queries
+
+    view = queries.get_experiment(args.experiment_id, deps())
+    if args.json:
+        print(json.dumps(view.model_dump(mode="json"), indent=2))
+        return 0
+    verdict = f", {view.verdict}" if view.verdict else ""
+    print(
+        f"{view.experiment_id}: {view.agent_id} v{view.candidate_version} against "
+        f"v{view.incumbent_version}, {view.status}{verdict}"
+    )
+    print(f"  steps {', '.join(f'{w:.0%}' for w in view.config.steps)}; now {view.weight:.0%}")
+    if view.reason:
+        print(f"  reason: {view.reason}")
+    print(
+        "  seq  step  weight  incumbent  candidate  difference  confidence sequence  "
+        "p-value  SRM p  decision"
+    )
+    for p in view.points:
+        interval = f"[{_num(p.lower)}, {_num(p.upper)}]"
+        print(
+            f"  {p.seq:>3}  {p.step:>4}  {p.weight:>6.0%}  {p.n_control:>9}  {p.n_treatment:>9}"
+            f"  {_num(p.difference):>10}  {interval:>19}  {p.p_value:>7.3g}  "
+            f"{_num(p.srm_p, '.3g'):>5}  {p.decision}"
+        )
+    if not view.points:
+        print("  (no analysis yet)")
+    return 0
+
+
+# What the use cases name a bad input, as the command line spells it.
+ROLLBACK_OPTIONS = {"agent_id": "AGENT", "to_version": "--to"}
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Point an agent's alias at an earlier version: what `POST /agents/{id}/rollback` does."""
+    from chimera.runtime import deps
+    from chimera.services import operator
+
+    try:
+        view = operator.rollback_agent(args.agent_id, args.to, args.reason, deps())
+    except ChimeraError as exc:
+        option = ROLLBACK_OPTIONS.get(str(getattr(exc, "field", "")))
+        if option is None:
+            raise
+        print(f"chimera rollback: {option}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(view.model_dump(mode="json"), indent=2))
+        return 0
+    if view.stopped_experiment is not None:
+        print(f"{view.agent_id}: stopped the canary {view.stopped_experiment.experiment_id}")
+    if view.changed:
+        print(
+            f"{view.agent_id}: rolled back from v{view.from_version} to v{view.to_version} "
+            f"(alias revision {view.alias_revision})"
+        )
+    else:
+        print(f"{view.agent_id}: already serves v{view.to_version} only; nothing changed")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from chimera.runtime import deps
 
@@ -364,6 +467,31 @@ def _agent_id(text: str) -> str:
     return text
 
 
+def _version(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 99_999_999:
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a genome version (1 to 99999999)")
+    return value
+
+
+def _reason(text: str) -> str:
+    if not 1 <= len(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"1 to 1000 characters, got {len(text)}")
+    return text
+
+
+def _experiment_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,160}", text):
+        shown = text if len(text) <= 80 else text[:80] + "..."
+        raise argparse.ArgumentTypeError(
+            f"{shown!r} is not an experiment id (letters, digits and _.:-, at most 160)"
+        )
+    return text
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -388,6 +516,33 @@ def main(argv: list[str] | None = None) -> int:
     genomes.add_argument("agent_id", type=_agent_id)
     genomes.add_argument("--json", action="store_true")
     genomes.set_defaults(func=cmd_genomes)
+    experiments = sub.add_parser("experiments", help="experiments (canaries), newest first")
+    experiments.add_argument("--agent", type=_agent_id, help="only this agent's")
+    experiments.add_argument(
+        "--status", choices=("running", "concluded", "stopped"), help="only those in this status"
+    )
+    experiments.add_argument("--json", action="store_true")
+    experiments.set_defaults(func=cmd_experiments)
+    experiment = sub.add_parser("experiment", help="one experiment and its statistic over time")
+    experiment.add_argument("experiment_id", type=_experiment_id)
+    experiment.add_argument("--json", action="store_true")
+    experiment.set_defaults(func=cmd_experiment)
+    rollback = sub.add_parser(
+        "rollback", help="point an agent's alias at an earlier version (stops a running canary)"
+    )
+    rollback.add_argument("agent_id", type=_agent_id, metavar="AGENT")
+    rollback.add_argument(
+        "--to",
+        type=_version,
+        metavar="VERSION",
+        help="the version to serve (default: the one the live version evolved from, or a "
+        "running canary's incumbent)",
+    )
+    rollback.add_argument(
+        "--reason", type=_reason, default="operator rollback (chimera rollback)", metavar="TEXT"
+    )
+    rollback.add_argument("--json", action="store_true")
+    rollback.set_defaults(func=cmd_rollback)
     serve = sub.add_parser("serve", help="answer the HTTP API on localhost (same resolver)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_port, default=8080)
