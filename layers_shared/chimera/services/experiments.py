@@ -23,10 +23,12 @@ conditional on the experiment's revision, and a retry finds its write and answer
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from chimera.domain.errors import ConflictError, NotFoundError, ValidationFailedError
 from chimera.domain.events import ExperimentConcluded, GenomePromoted, GenomeRolledBack
+from chimera.domain.guardrails import GuardrailReading
 from chimera.domain.models import (
     Alias,
     Decision,
@@ -45,6 +47,7 @@ from chimera.domain.statistics import (
     srm_test,
     welch_test,
 )
+from chimera.services.alarm_contracts import AlarmCheck, AlarmResult, AlarmStateChange
 from chimera.services.contracts import (
     AbortRequest,
     AnalyzeRequest,
@@ -367,17 +370,25 @@ def analyze(req: AnalyzeRequest, deps: Deps) -> CanaryStep:
         latency_p95=(p95[0], p95[1]),
         decision=decision,
     )
-    exp = deps.store.save_experiment(
-        exp.model_copy(
-            update={
-                "bakes": exp.bakes + 1,
-                "p_value": primary.p_value,
-                "guardrail_p": error_p,
-                "statistics": _json_safe(stats),
-            }
-        ),
-        point=point,
-    )
+    try:
+        exp = deps.store.save_experiment(
+            exp.model_copy(
+                update={
+                    "bakes": exp.bakes + 1,
+                    "p_value": primary.p_value,
+                    "guardrail_p": error_p,
+                    "statistics": _json_safe(stats),
+                }
+            ),
+            point=point,
+        )
+    except ConflictError:
+        # Stopped meanwhile (an alarm, an operator): the execution ends as for a stop found
+        # before the analysis. Anything else that moved it is a conflict the Catch handles.
+        current = deps.store.get_experiment(exp.experiment_id)
+        if current.status == ExperimentStatus.RUNNING:
+            raise
+        return _step_result(current, "stopped", current.reason or current.status.value)
     _decide(
         deps,
         req.execution_id,
@@ -522,12 +533,133 @@ def abort(req: AbortRequest, deps: Deps) -> ExperimentOutcome:
     return _outcome(deps, req.execution_id, exp)
 
 
-def stop_for_alarm(deps: Deps, agent_id: str, alarm: str, state_reason: str) -> Experiment | None:
-    """A CloudWatch guardrail alarm of the agent went off: roll its running canary back."""
-    exp = deps.store.running_experiment(agent_id)
-    if exp is None:
-        return None
-    return stop(deps, exp.experiment_id, f"alarm {alarm}: {state_reason}", f"alarm:{alarm}")
+# -- guardrails between analyses: the metrics CloudWatch alarms on, and the alarm's check ----
+def _guardrail_reading(exp: Experiment, rollups: list[Rollup]) -> GuardrailReading:
+    """The guardrails `_judge` applies (both arms over the whole experiment, the same helpers
+    and tests on the same arm rollups), their values, and whether one is breached now."""
+    cfg, guard = exp.config, exp.config.guardrails
+    inc, cand, _, _ = _arms(rollups, exp)
+    n = (_count(inc), _count(cand))
+    errors = non_inferiority(
+        _errors(inc),
+        _errors(cand),
+        margin=guard.error_rate_margin,
+        alpha=cfg.alpha,
+        kind="proportion",
+        higher_is_better=False,
+        previous_p=exp.guardrail_p,
+    )
+    breach = None
+    if harmful(errors, margin=guard.error_rate_margin, higher_is_better=False):
+        breach = (
+            f"guardrail: error rate {_errors(cand).mean:.3f} against "
+            f"{_errors(inc).mean:.3f}, worse by more than {guard.error_rate_margin}"
+        )
+    p95 = (_p95(inc), _p95(cand))
+    ratio = None
+    if p95[0] is not None and p95[1] is not None and min(n) >= guard.min_samples:
+        ratio = p95[1] / p95[0] if p95[0] > 0 else None
+        if breach is None and p95[1] > p95[0] * (1.0 + guard.latency_p95_margin) + 1e-9:
+            breach = (
+                f"guardrail: latency p95 {p95[1]:.1f} ms against {p95[0]:.1f} ms, over "
+                f"{1 + guard.latency_p95_margin:.2f}x"
+            )
+    both = min(n) > 0
+    return GuardrailReading(
+        experiment_id=exp.experiment_id,
+        agent_id=exp.agent_id,
+        n_control=n[0],
+        n_treatment=n[1],
+        error_rate_excess=_errors(cand).mean - _errors(inc).mean if both else None,
+        error_rate_excess_bound=_finite_or_none(errors.lower) if both else None,
+        latency_ratio=ratio,
+        breach=breach,
+    )
+
+
+def guardrail_readings(deps: Deps, experiment_ids: Iterable[str]) -> list[GuardrailReading]:
+    """The guardrails of each running experiment among `experiment_ids` (those a KPI batch
+    touched), from its arm rollups, never the raw KPIs: what the refinement function publishes
+    as CloudWatch metrics (`chimera.domain.guardrails`). A concluded or unknown one is skipped."""
+    readings = []
+    for experiment_id in sorted(set(experiment_ids)):
+        try:
+            exp = deps.store.get_experiment(experiment_id)
+        except NotFoundError:
+            continue  # a KPI naming an experiment this deployment does not hold
+        if exp.status == ExperimentStatus.RUNNING:
+            rollups = deps.store.experiment_rollups(experiment_id)
+            readings.append(_guardrail_reading(exp, rollups))
+    return readings
+
+
+def stop_for_alarm(deps: Deps, alarm: str, state_reason: str, event_id: str) -> list[AlarmCheck]:
+    """A CloudWatch guardrail alarm went into ALARM: re-check every running experiment's
+    guardrails from its rollups and roll back (`stop`: the alias to the incumbent,
+    GenomeRolledBack and ExperimentConcluded through the outbox) each one the analysis would
+    call breached, with a reason naming the alarm.
+
+    The alarm only triggers the check: it watches the largest value over all experiments with
+    the deployment's margins, while each experiment is judged by its own, so one within its
+    guardrails stays running. What was checked is recorded once, as a decision keyed by the
+    event's id (under `alarm:<name>`); each stop is recorded in the canary's own decisions.
+    Delivered twice, the second finds the stopped experiment no longer running: nothing is
+    rolled back or announced twice."""
+    checks = [
+        (exp, _guardrail_reading(exp, deps.store.experiment_rollups(exp.experiment_id)))
+        for exp in deps.store.list_experiments(status=ExperimentStatus.RUNNING)
+    ]
+    breached = [exp.experiment_id for exp, reading in checks if reading.breach is not None]
+    _decide(
+        deps,
+        f"alarm:{alarm}",
+        f"alarm:{event_id}",
+        f"alarm {alarm}: {len(checks)} running experiment(s) checked, "
+        f"{len(breached)} breaching their guardrails"
+        + (f" (rolling back {', '.join(breached)})" if breached else ""),
+        alarm=alarm,
+        state_reason=state_reason[:1000],
+        checked=[r.model_dump(mode="json") for _, r in checks[:100]],
+    )
+    results = []
+    for exp, reading in checks:
+        if reading.breach is None:
+            results.append(
+                AlarmCheck(
+                    experiment_id=exp.experiment_id,
+                    agent_id=exp.agent_id,
+                    action="left running",
+                    reason="within its guardrails",
+                    metrics=reading.metrics(),
+                )
+            )
+            continue
+        done = stop(
+            deps,
+            exp.experiment_id,
+            f"alarm {alarm}: {reading.breach}",
+            exp.execution_id or exp.experiment_id,
+        )
+        results.append(
+            AlarmCheck(
+                experiment_id=exp.experiment_id,
+                agent_id=exp.agent_id,
+                action="stopped" if done.status == ExperimentStatus.STOPPED else "concluded",
+                reason=done.reason or "",
+                metrics=reading.metrics(),
+            )
+        )
+    return results
+
+
+def on_alarm(change: AlarmStateChange, deps: Deps) -> AlarmResult:
+    """A guardrail alarm's state change (EventBridge): into ALARM, the rollback path
+    (`stop_for_alarm`); back to OK or INSUFFICIENT_DATA, nothing to do."""
+    detail = change.detail
+    checked = []
+    if detail.state.value == "ALARM":
+        checked = stop_for_alarm(deps, detail.alarm_name, detail.state.reason, change.id)
+    return AlarmResult(alarm=detail.alarm_name, state=detail.state.value, checked=checked)
 
 
 def rollback(
