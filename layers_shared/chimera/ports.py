@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from chimera.domain.anomalies import DetectorState
 from chimera.domain.events import Event
 from chimera.domain.models import (
     Agent,
@@ -111,6 +112,30 @@ class KpiStore(Protocol):
 
     def experiment_rollups(self, experiment_id: str) -> list[Rollup]:
         """Every (step, genome version) arm of one experiment."""
+        ...
+
+
+class DetectorStore(Protocol):
+    """Pattern recognition's state per (agent, genome version) (chimera.domain.anomalies)."""
+
+    def get_detector_states(
+        self, pairs: Sequence[tuple[str, int]], window_s: int
+    ) -> dict[tuple[str, int], DetectorState]:
+        """The stored states of these (agent, version) pairs (absent: none stored), with the
+        item's revision. One stored for another `window_s`, or that does not parse (noted
+        under QUARANTINE), comes back fresh at that revision, marked `replaying`."""
+        ...
+
+    def save_detector_state(
+        self, state: DetectorState, events: Sequence[Event] = ()
+    ) -> DetectorState:
+        """Store `state` at its next revision, conditional on the revision it was read at
+        (0: none stored), with `events` in the same transaction; ConflictError if it moved:
+        nothing is written."""
+        ...
+
+    def list_detector_states(self, agent_id: str) -> list[DetectorState]:
+        """Every stored state of an agent, by version (unreadable ones skipped, noted)."""
         ...
 
 
@@ -256,6 +281,7 @@ class Store(
     AgentStore,
     GenomeStore,
     KpiStore,
+    DetectorStore,
     JobStore,
     ExperimentStore,
     RunStore,

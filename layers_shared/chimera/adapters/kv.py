@@ -14,6 +14,8 @@ models and items lives here once, one section per aggregate. Rules both adapters
   (gsi1 `ROLLUP#agent#vNNNNNNNN` / `<window start>`), an experiment arm under
   `ARM#experiment` / `<step>#vNNNNNNNN`; analyses read them, never the raw KPIs (the
   "-- KPIs --" section has the details);
+- pattern recognition keeps one state per agent and genome version under `DETECT#agent` /
+  `vNNNNNNNN` (`kv_detectors`), saved conditionally with the AnomalyDetected events it makes;
 - events that announce a state change are outbox items written in the same transaction
   (published after: DynamoDB Streams -> EventBridge Pipes in the cloud, a relay locally);
 - no document holds NaN or infinity: a write that would is refused, naming the field;
@@ -37,6 +39,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ValidationError
 
+from chimera.adapters.kv_detectors import PARSERS as DETECTOR_PARSERS
+from chimera.adapters.kv_detectors import DetectorItems
 from chimera.adapters.kv_experiments import PARSERS as EXPERIMENT_PARSERS
 from chimera.adapters.kv_experiments import ExperimentItems
 from chimera.domain.errors import (
@@ -224,7 +228,7 @@ def _iso(at: datetime) -> str:
     return at.isoformat()
 
 
-class KeyValueStore(ExperimentItems, abc.ABC):
+class KeyValueStore(ExperimentItems, DetectorItems, abc.ABC):
     """Implements every store port of chimera.ports; subclasses provide the primitives."""
 
     def __init__(self, blobs: BlobStore) -> None:
@@ -311,6 +315,7 @@ class KeyValueStore(ExperimentItems, abc.ABC):
             ("COST#", CostEntry.model_validate_json),
             ("OUTBOX#", _parse_envelope),
             *EXPERIMENT_PARSERS,
+            *DETECTOR_PARSERS,
         ]
         return next((parse for prefix, parse in kinds if pk.startswith(prefix)), None)
 
