@@ -14,7 +14,9 @@ Read from the services each function runs (layers_shared/chimera/services/):
   function publishes directly: execution's and the API's predict publish KpiRecorded;
 - the API alone starts (and, for an idempotent retry, describes) optimization cycles, and its
   health check describes the bus;
-- refinement consumes the KPI queue (the SQS event source grants it).
+- refinement consumes the KPI queue (the SQS event source grants it); the guardrail alarms'
+  rule may invoke it (a resource policy on the function, not a grant to its role), and its
+  guardrail metrics are EMF log lines, so it needs no cloudwatch:PutMetricData.
 """
 
 from __future__ import annotations

@@ -11,12 +11,14 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
+from chimera.settings import load_settings
 from constructs import Construct, IConstruct
 
 from infra_cdk.constructs.api import Api
 from infra_cdk.constructs.eventing import Eventing
 from infra_cdk.constructs.functions import Functions
 from infra_cdk.constructs.gpu import GpuJobs
+from infra_cdk.constructs.guardrails import GuardrailAlarms
 from infra_cdk.constructs.observability import Observability
 from infra_cdk.constructs.outbox import Outbox
 from infra_cdk.constructs.storage import Storage
@@ -113,7 +115,7 @@ class ChimeraStack(Stack):
         if consumers != {"Refinement"}:
             raise ValueError(f"the KPI queue's consumer is Refinement, GRANTS says {consumers}")
         api = Api(self, "Api", handler=functions.api)
-        Observability(
+        observability = Observability(
             self,
             "Observability",
             functions=every,
@@ -121,9 +123,20 @@ class ChimeraStack(Stack):
                 "optimization-cycle": workflows.optimization_cycle,
                 "evolution-run": workflows.evolution_run,
                 "evolution-segment": workflows.evolution_segment,
+                "canary-rollout": workflows.canary_rollout,
             },
             dead_letters=eventing.dead_letters,
             kpi_queue=eventing.kpi_queue,
+        )
+        # The margins the deployed functions will read: their own environment's settings.
+        deployed = load_settings({**env, "CHIMERA_BUS_NAME": eventing.bus.event_bus_name})
+        GuardrailAlarms(
+            self,
+            "Guardrails",
+            refinement=fns["Refinement"],
+            guardrails=deployed.canary().guardrails,
+            canary=workflows.canary_rollout,
+            dashboard=observability.dashboard,
         )
         CfnOutput(self, "ApiUrl", value=api.rest_api.url)
         CfnOutput(self, "BundleBucket", value=storage.bundles.bucket_name)
