@@ -238,6 +238,36 @@ def test_an_sqs_batch_publishes_the_guardrails_of_its_experiment(
     assert _events(home, "GenomeRolledBack") == []
 
 
+def test_a_batch_whose_metrics_cannot_be_read_is_still_stored(
+    home: Path,
+    only_cartpole: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The metrics are read after the batch is stored: if the rollups cannot be read then
+    (throttled), the batch still succeeds (its records are kept, SQS deletes them), no metric
+    line is printed, and the failure is logged; the canary's next Analyze still judges."""
+    from chimera.domain.errors import UnavailableError
+
+    start_live_cartpole("setup")
+    store = deps().store
+    store.add_genome(Genome(agent_id=AGENT, version=2, genes=GOOD))
+    _start("unread", candidate=2, incumbent=1)
+    records = _records("unread", 1, [10.0] * 5, set()) + _records("unread", 2, [11.0] * 5, set())
+
+    def throttled(experiment_id: str) -> Any:
+        raise UnavailableError(f"rollups of {experiment_id}: throttled")
+
+    monkeypatch.setattr(store, "experiment_rollups", throttled)
+    capsys.readouterr()
+    assert _refinement(_sqs_batch(records)) == {"batchItemFailures": []}
+    out = capsys.readouterr().out
+    assert _emf(out) == []
+    assert "guardrail metrics not published" in out and "throttled" in out
+    kept = {(k.genome_version, k.job_id) for k in store.list_kpis(AGENT)}
+    assert {(r.genome_version, r.job_id) for r in records} <= kept
+
+
 # -- the rollback path -------------------------------------------------------------------------
 def test_a_guardrail_alarm_rolls_a_slow_canary_back_and_its_execution_ends(
     home: Path, only_cartpole: Path, capsys: pytest.CaptureFixture[str]
