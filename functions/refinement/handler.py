@@ -62,7 +62,9 @@ def _ingest(messages: Sequence[KpiMessage]) -> list[Exception | None]:
         try:
             _publish(experiments.guardrail_readings(ports, touched))
         except Exception:  # noqa: BLE001 - the batch is stored; the canary's Analyze still judges
-            logger.exception("guardrail metrics not published", extra={"experiments": touched})
+            logger.exception(
+                "guardrail metrics not published", extra={"experiments": sorted(touched)}
+            )
     return outcomes
 
 
