@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"chimera run {name}: state under {settings.home}/", flush=True)
     executor = local_executor(on_state=_progress(args.quiet))
     started = time.perf_counter()
-    cycle_input = {"objective": args.objective}
+    cycle_input = {"objective": args.objective, "gate": args.gate.replace("-", "_")}
     try:
         # Tracked like a Step Functions execution: a run it leaves behind (killed) is taken
         # over by the next cycle at once, a run it still drives is left alone.
@@ -507,6 +507,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a full optimization cycle on the bundled agents")
     run.add_argument("--objective", default="improve every agent on its suite", type=_objective)
+    run.add_argument(
+        "--gate",
+        choices=("improvement", "non-inferiority"),
+        default="improvement",
+        help="what a champion must show on the hold-out before its canary: that it is better "
+        "(default), or only that it is no worse than the suite's margin (a change wanted for "
+        "another reason)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="the live genome of every agent, from the store")

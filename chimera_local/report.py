@@ -7,9 +7,48 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from chimera.domain.models import Decision, EvolutionRun, FitnessPoint, KpiRecord
+from chimera.domain.models import (
+    Decision,
+    EvolutionRun,
+    Experiment,
+    ExperimentPoint,
+    FitnessPoint,
+    KpiRecord,
+)
+from chimera.domain.patterns import Detection, Detectors
+from chimera.domain.rollups import Rollup
 from chimera.domain.suites import get_suite
 from chimera.ports import Store
+
+
+@dataclass
+class ExperimentView:
+    """A run's canary: its analyses over time and the agent's live KPI windows around it."""
+
+    experiment: Experiment
+    points: list[ExperimentPoint]
+    windows: list[Rollup]  # the agent's time windows (every version together), oldest first
+    changes: list[Detection]  # what the detectors find in the windows' mean score
+
+    def line(self) -> str:
+        e = self.experiment
+        shares = " -> ".join(f"{w:.0%}" for w in sorted({p.weight for p in self.points}))
+        head = f"canary {e.experiment_id}: v{e.candidate_version} vs v{e.incumbent_version}"
+        if e.verdict is None:
+            return f"{head}: {e.status.value} at {e.weight:.0%} ({len(self.points)} analyses)"
+        return f"{head}: {e.verdict.value} after {len(self.points)} analyses ({shares}): {e.reason}"
+
+
+def _windows(store: Store, agent_id: str) -> tuple[list[Rollup], list[Detection]]:
+    """The agent's windows merged across versions, and the detectors' findings on them."""
+    by_start: dict[Any, Rollup] = {}
+    for r in store.list_rollups(agent_id):
+        by_start[r.window_start] = (
+            by_start[r.window_start].merge(r) if r.window_start in by_start else r
+        )
+    windows = [by_start[k] for k in sorted(by_start)]
+    scored = [w.score_mean for w in windows if w.score_n > 0]
+    return windows, Detectors().scan(scored) if scored else []
 
 
 @dataclass
@@ -18,6 +57,7 @@ class RunView:
     history: list[FitnessPoint]
     holdout: list[KpiRecord]
     live_version: int | None
+    canary: ExperimentView | None = None
 
 
 @dataclass(frozen=True)
@@ -87,12 +127,19 @@ def collect(
             k for k in store.list_kpis(run.agent_id) if k.job_id.startswith(f"{run.run_id}:")
         ]
         alias = store.get_alias(run.agent_id)
+        canary = None
+        for exp in store.list_experiments(run.agent_id):
+            if exp.run_id == run.run_id:
+                windows, changes = _windows(store, run.agent_id)
+                points = store.list_experiment_points(exp.experiment_id)
+                canary = ExperimentView(exp, points, windows, changes)
         runs.append(
             RunView(
                 run,
                 store.fitness_history(run.run_id),
                 holdout,
                 alias.primary_version if alias else None,
+                canary,
             )
         )
     decisions = store.list_decisions(execution_id)
@@ -123,6 +170,8 @@ def text(report: Report) -> str:
             f", incumbent v{r.incumbent_version} {_score(v, r.incumbent_version)}",
             f"    decision: {r.decision}   live now: v{v.live_version}",
         ]
+        if v.canary is not None:
+            lines.append(f"    {v.canary.line()}")
     failed = [i for i in report.items if i.get("status") not in ("evolved",)]
     for item in failed:
         lines.append(
@@ -160,11 +209,82 @@ def _plot_svg(report: Report) -> str:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
     fig.tight_layout()
+    return _svg(fig)
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
     plt.close(fig)
     svg = buf.getvalue()
     return svg[svg.index("<svg") :]
+
+
+def _canary_svg(view: ExperimentView) -> str:
+    """The canary's three panels: the confidence sequence of the primary metric's difference
+    at each analysis, the candidate's traffic share over (simulated) time, and the agent's
+    KPI per time window with the change points its detectors find."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    e, points = view.experiment, view.points
+    fig, (cs, split, trend) = plt.subplots(1, 3, figsize=(16, 3.6))
+    shown = [p for p in points if p.difference is not None]
+    if shown:
+        x = [p.seq for p in shown]
+        cs.plot(x, [p.difference for p in shown], "o-", color="#1f6feb", label="difference")
+        low = [p.lower if p.lower is not None else p.difference for p in shown]
+        high = [p.upper if p.upper is not None else p.difference for p in shown]
+        cs.fill_between(x, low, high, color="#1f6feb", alpha=0.2, label="confidence sequence")
+    cs.axhline(0.0, color="#8b949e", linewidth=1)
+    margin = e.config.margin if e.config.higher_is_better else -e.config.margin
+    cs.axhline(-margin, color="#cf222e", linestyle="--", linewidth=1, label="margin")
+    cs.set_title(f"{e.experiment_id}: {e.verdict.value if e.verdict else e.status.value}")
+    cs.set_xlabel("analysis")
+    cs.set_ylabel("candidate - incumbent")
+    cs.legend(loc="best", fontsize=8)
+    if points:
+        times = [p.at for p in points]
+        split.step(times, [p.weight for p in points], where="post", color="#1a7f37")
+        split.plot(times, [p.weight for p in points], "o", color="#1a7f37")
+    split.set_ylim(0, 1.05)
+    split.set_title("candidate's traffic share")
+    split.set_xlabel("time (simulated locally)")
+    split.tick_params(axis="x", labelrotation=30, labelsize=7)
+    scored = [w for w in view.windows if w.score_n > 0]
+    if scored:
+        starts = [w.window_start for w in scored]
+        trend.plot(starts, [w.score_mean for w in scored], ".-", color="#8250df", label="mean")
+        for d in view.changes:
+            if d.kind == "change-point":
+                at = starts[d.start if d.start is not None else d.index]
+                trend.axvline(at, color="#cf222e", linestyle="--", linewidth=1)
+        trend.legend(loc="best", fontsize=8)
+    trend.set_title(
+        f"KPI per window ({sum(d.kind == 'change-point' for d in view.changes)} change points)"
+    )
+    trend.tick_params(axis="x", labelrotation=30, labelsize=7)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def _canaries_html(report: Report) -> str:
+    e = html.escape
+    views = [v.canary for v in report.runs if v.canary is not None]
+    if not views:
+        return "<p>No canary was started in this cycle.</p>"
+    return "".join(f"<h3>{e(c.line())}</h3>{_canary_svg(c)}" for c in views)
+
+
+def _verdict(view: RunView) -> str:
+    if view.canary is None:
+        return "-"
+    e = view.canary.experiment
+    return e.verdict.value if e.verdict is not None else e.status.value
 
 
 def _serving(r: Rejection) -> str:
@@ -179,7 +299,8 @@ def to_html(report: Report) -> str:
         f"<tr><td>{e(v.run.agent_id)}</td><td>{e(v.run.strategy.value)}</td><td>{v.run.generation}</td>"
         f"<td>{(v.run.best_fitness or 0):.4g}</td><td>v{v.run.champion_version}: {e(_score(v, v.run.champion_version))}</td>"
         f"<td>v{v.run.incumbent_version}: {e(_score(v, v.run.incumbent_version))}</td>"
-        f"<td>{e(v.run.decision or '')}</td></tr>"
+        f"<td>{e(v.run.decision or '')}</td>"
+        f"<td>{e(_verdict(v))}</td></tr>"
         for v in report.runs
     )
     rejected = ""
@@ -206,8 +327,9 @@ td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left}}th{{background:
 <body><h1>Optimization cycle {e(report.execution_id)}</h1>
 <p>Status: <b>{e(report.status)}</b>, {report.seconds:.1f} s.</p>{rejected}
 <h2>Fitness per generation</h2>{_plot_svg(report)}
+<h2>Canaries</h2>{_canaries_html(report)}
 <h2>Runs</h2><table><tr><th>agent</th><th>strategy</th><th>generations</th><th>best training fitness</th>
-<th>candidate (hold-out)</th><th>incumbent (hold-out)</th><th>decision</th></tr>{rows}</table>
+<th>candidate (hold-out)</th><th>incumbent (hold-out)</th><th>decision</th><th>canary</th></tr>{rows}</table>
 <h2>What each layer decided</h2><table><tr><th>time</th><th>layer</th><th>decision</th></tr>{decisions}</table>
 </body></html>
 """

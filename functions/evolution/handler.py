@@ -6,9 +6,10 @@ from chimera.runtime import handle
 from chimera.services import evolution
 from chimera.services.contracts import (
     AskRequest,
+    CanaryStartedRequest,
     FailRequest,
     FinishRequest,
-    PromoteRequest,
+    HandoffRequest,
     ProposeRequest,
     StartRequest,
     TellRequest,
@@ -20,7 +21,8 @@ ROUTES = {
     "ask": (AskRequest, evolution.ask),
     "tell": (TellRequest, evolution.tell),
     "propose": (ProposeRequest, evolution.propose),
-    "promote": (PromoteRequest, evolution.promote),
+    "handoff": (HandoffRequest, evolution.handoff),
+    "canary_started": (CanaryStartedRequest, evolution.canary_started),
     "finish": (FinishRequest, evolution.finish),
     "fail": (FailRequest, evolution.fail),
 }

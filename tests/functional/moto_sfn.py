@@ -81,6 +81,20 @@ class MotoStepFunctions:
     def executions(self, machine: str) -> list[dict[str, Any]]:
         return self.client.list_executions(stateMachineArn=self.machines[machine])["executions"]
 
+    def stop(self, machine: str, timeout: float = 30) -> list[str]:
+        """Stop the machine's running executions (ones started without waiting, such as a
+        canary, which would go on in moto's threads after the test) and wait until they have;
+        returns every execution's name."""
+        for execution in self.executions(machine):
+            if execution["status"] == "RUNNING":
+                self.client.stop_execution(executionArn=execution["executionArn"])
+        deadline = time.monotonic() + timeout
+        while any(e["status"] == "RUNNING" for e in self.executions(machine)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{machine} executions still running after {timeout} s")
+            time.sleep(0.05)
+        return sorted(e["name"] for e in self.executions(machine))
+
     def history(self, execution_arn: str) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         token = None

@@ -22,12 +22,12 @@ def outcome(store, agent_id):
         "decision": run.decision,
         "history": [(p.generation, p.best, p.mean) for p in store.fitness_history(run.run_id)],
         "champion": champion.genes,
-        "live": store.get_alias(agent_id).primary_version,
     }
 
 
-def run_in_moto(event: dict) -> tuple[dict, dict[str, list[str]]]:
-    """evolution-run and its evolution-segment children in moto, the real handlers in process."""
+def run_in_moto(event: dict) -> tuple[dict, dict[str, list[str]], list[str]]:
+    """evolution-run and its evolution-segment children in moto, the real handlers in process;
+    the canary it starts is stopped (its bakes are real minutes there) and named."""
     with moto_step_functions(handler_for) as moto:
         described = moto.run("evolution-run", "differential", event, timeout=120)
         assert described["status"] == "SUCCEEDED", described
@@ -35,9 +35,12 @@ def run_in_moto(event: dict) -> tuple[dict, dict[str, list[str]]]:
         for execution in moto.executions("evolution-segment"):
             assert execution["status"] == "SUCCEEDED", execution
             histories[execution["name"]] = moto.history(execution["executionArn"])
-    return json.loads(described["output"]), {
-        name: [e["type"] for e in events] for name, events in histories.items()
-    }
+        canaries = moto.stop("canary-rollout")
+    return (
+        json.loads(described["output"]),
+        {name: [e["type"] for e in events] for name, events in histories.items()},
+        canaries,
+    )
 
 
 def event_counts(histories: dict[str, list[str]]) -> list[Counter[str]]:
@@ -56,17 +59,21 @@ def test_evolution_run_agrees_with_moto(home, only_cartpole, tmp_path, monkeypat
     executor = local_executor()
     ours_out = executor.start(state_machine_arn("evolution-run"), event, "differential")
     ours = outcome(runtime.deps().store, "cartpole-linear")
-    our_histories = {h.name: h.events for h in executor.executions.values()}
+    our_histories = {
+        h.name: h.events for h in executor.executions.values() if h.machine != "canary-rollout"
+    }
+    our_canaries = [h.name for h in executor.executions.values() if h.machine == "canary-rollout"]
 
     monkeypatch.setenv("CHIMERA_HOME", str(tmp_path / "moto-home"))
     runtime.deps.cache_clear()
     handler_for("discovery")({"action": "discover", "execution_id": "diff"})
     handler_for("validation")(validate)
-    moto_out, moto_histories = run_in_moto(event)
+    moto_out, moto_histories, moto_canaries = run_in_moto(event)
     theirs = outcome(runtime.deps().store, "cartpole-linear")
 
     assert moto_out == ours_out
     assert theirs == ours
+    assert moto_canaries == our_canaries and len(our_canaries) == 1  # the champion's canary
     assert event_counts(moto_histories) == event_counts(our_histories)
     assert len(our_histories) == 1 + -(-ours["generation"] // event["segment_generations"])
     assert ours["status"] == "succeeded" and ours["generation"] >= 3

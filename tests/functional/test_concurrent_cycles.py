@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from chimera import runtime
 from chimera.domain.errors import ConflictError
-from chimera.domain.models import RunStatus, utcnow
+from chimera.domain.models import RunStatus, Verdict, utcnow
 from chimera.runtime import deps
 from chimera.services import evolution, meta
 from chimera.services.contracts import (
@@ -95,7 +95,7 @@ def _held_run(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str
 
 
 def _assert_consistent() -> None:
-    """Every run closed honestly; every stored champion was promoted or said why not."""
+    """Every run closed honestly; every stored champion went to a canary or said why not."""
     runtime.deps.cache_clear()
     store = deps().store
     runs = store.list_runs(AGENT)
@@ -109,9 +109,14 @@ def _assert_consistent() -> None:
             continue
         (run,) = [r for r in runs if r.run_id == genome.source_run]
         assert run.champion_version == genome.version
-        promoted = run.decision.startswith(f"promoted v{genome.version}")
-        assert promoted or run.decision.startswith(("not promoted", "kept")), run.decision
-        if promoted and genome.version == max(g.version for g in store.list_genomes(AGENT)):
+        assert run.decision.startswith(("canary ", "kept")), run.decision
+        if run.decision.startswith("kept"):
+            continue
+        # Its canary decided: promoted (then live, if no later champion was), or rolled back.
+        (exp,) = [e for e in store.list_experiments(AGENT) if e.run_id == run.run_id]
+        assert exp.candidate_version == genome.version and exp.verdict is not None, exp
+        latest = genome.version == max(g.version for g in store.list_genomes(AGENT))
+        if exp.verdict == Verdict.PROMOTED and latest:
             assert alias.primary_version == genome.version
 
 
@@ -130,7 +135,7 @@ def test_a_second_cycle_skips_the_run_another_drives(home, only_cartpole, tmp_pa
     assert first.returncode == 0, out + err
     _assert_consistent()
     (run,) = deps().store.list_runs(AGENT)
-    assert run.decision.startswith("promoted") or run.decision.startswith("kept")
+    assert run.decision.startswith(("canary ", "kept")), run.decision
 
 
 def test_a_killed_cycle_is_taken_over_at_once(home, only_cartpole, tmp_path):

@@ -49,6 +49,7 @@ class StandIns:
         self.failures: list[dict[str, Any]] = []
         self.bloat: dict[str, int] = {}  # action -> bytes of padding in its result
         self.broken_shard: tuple[int, int] | None = None  # (generation, shard) that raises
+        self.canary: list[str] = []  # the canary-rollout's actions
 
     def dispatch(self, package: str):
         return self.handle
@@ -98,13 +99,33 @@ class StandIns:
             case "propose":
                 return {"run_id": run_id, "candidate_version": 2, "incumbent_version": 1}
             case "holdout":
-                return {"candidate": record, "incumbent": record, "records": [record]}
+                return {
+                    "candidate": record,
+                    "incumbent": record,
+                    "records": [record],
+                    "difference": {"n": 100, "mean": 1.0, "m2": 4.0},
+                }
             case "ingest":
                 return {"received": 1, "new": 1}
             case "gate":
-                return {"approved": True, "reason": "stand-in"}
-            case "promote" | "finish":
+                return {"approved": True, "reason": "stand-in", "p_value": 0.001}
+            case "handoff":
+                canary = {"agent_id": "a", "run_id": run_id, "candidate_version": 2}
+                canary |= {"incumbent_version": 1, "config": {}}
+                return {"experiment_id": "a-v2-0123456789ab", "canary": canary}
+            case "canary_started" | "finish":
                 return {"run_id": run_id, "status": "succeeded", "decision": action}
+            case "start_experiment" | "analyze":  # the canary, started without waiting
+                self.canary.append(action)
+                step = {"experiment_id": "a-v2-0123456789ab", "step": 0, "bake": 0}
+                decision = "bake" if action == "start_experiment" else "promote"
+                return step | {"bake_s": 1, "weight": 1.0, "decision": decision, "reason": "-"}
+            case "conclude":
+                self.canary.append(action)
+                return {"experiment_id": "a-v2-0123456789ab", "status": "concluded"} | {
+                    "verdict": "promoted",
+                    "reason": "stand-in",
+                }
             case "fail":
                 self.failures.append(event)
                 return {"run_id": run_id, "status": "failed", "decision": "failed"}
@@ -126,10 +147,20 @@ def segment_index(name: str) -> int:
     return int(name.rsplit("-", 1)[1])
 
 
+def _by_execution(executor: AslExecutor) -> dict[Any, list[str]]:
+    """Each execution's events: evolution-run's, and each segment's by its index (the canary
+    the run starts without waiting for is left out: it runs on its own)."""
+    return {
+        ("run" if h.machine == "evolution-run" else segment_index(h.name)): h.events
+        for h in executor.executions.values()
+        if h.machine != "canary-rollout"
+    }
+
+
 def test_2000_generations_over_16_shards_stay_inside_every_quota():
     generations, shards = 2000, 16
     executor, out = local_run(StandIns(generations, shards))
-    assert out["outcome"]["decision"] == "promote"
+    assert out["outcome"]["decision"] == "canary_started"
     outer = executor.history("run")
     segments = [h for h in executor.executions.values() if h.machine == "evolution-segment"]
     assert len(segments) == generations // DEFAULT_SEGMENT == 40
@@ -137,11 +168,13 @@ def test_2000_generations_over_16_shards_stay_inside_every_quota():
     assert all(len(s.name) <= 80 for s in segments)
     per_segment = DEFAULT_SEGMENT * per_generation(shards) + 4
     assert [len(s.events) for s in segments] == [per_segment] * 40 == [6754] * 40
-    # outer: 23 to the first segment (with the default Pass) + 10 per segment, 2 less for the
-    # last (no NextSegment) + 29 to finish
-    assert len(outer.events) == 25 + 10 * 40 - 2 + 29 == 452
+    # outer: 29 to the first segment (with the default gate and segment size Passes) + 10 per
+    # segment, 2 less for the last (no NextSegment) + 39 to finish (propose, hold-out, ingest,
+    # gate, hand-off, start the canary, close the run: 5 each, and Done)
+    assert len(outer.events) == 29 + 10 * 40 - 2 + 39 == 466
     histories = list(executor.executions.values())
     assert all(h.status == "SUCCEEDED" for h in histories)
+    assert [h.machine for h in histories].count("canary-rollout") == 1  # started, not waited for
     most = max(len(h.events) for h in histories)
     largest = max(h.largest_payload for h in histories)
     assert most < HISTORY_EVENT_LIMIT and largest < PAYLOAD_LIMIT_BYTES
@@ -156,10 +189,7 @@ def test_2000_generations_over_16_shards_stay_inside_every_quota():
 def test_moto_records_the_same_events_as_the_local_executor():
     generations, shards, size = 7, 16, 3  # segments of 3, 3 and 1 generations
     executor, ours = local_run(StandIns(generations, shards), segment_generations=size)
-    local = {
-        ("run" if h.machine == "evolution-run" else segment_index(h.name)): h.events
-        for h in executor.executions.values()
-    }
+    local = _by_execution(executor)
 
     stand_ins = StandIns(generations, shards)
     with moto_step_functions(stand_ins.dispatch) as moto:
@@ -173,9 +203,11 @@ def test_moto_records_the_same_events_as_the_local_executor():
         recorded = {"run": moto.history(described["executionArn"])}
         for execution in moto.executions("evolution-segment"):
             recorded[segment_index(execution["name"])] = moto.history(execution["executionArn"])
+        canaries = moto.stop("canary-rollout")
     moto_events = {key: [e["type"] for e in events] for key, events in recorded.items()}
 
     assert theirs == ours
+    assert canaries == ["a-v2-0123456789ab"]  # both engines started the champion's canary
     assert sorted(moto_events, key=str) == sorted(local, key=str) == [0, 1, 2, "run"]
     assert moto_events["run"] == local["run"]  # no Map in the outer machine: same order
     for key in (0, 1, 2):  # Map iterations interleave in moto's threads: same events
@@ -198,10 +230,7 @@ def test_moto_records_the_same_events_when_a_segment_fails():
     local_stand_ins = broken()
     executor, failed = local_run(local_stand_ins, segment_generations=5)
     assert isinstance(failed, ExecutionFailedError) and failed.error == "EvolutionRunFailed"
-    local = {
-        ("run" if h.machine == "evolution-run" else segment_index(h.name)): h.events
-        for h in executor.executions.values()
-    }
+    local = _by_execution(executor)
     moto_stand_ins = broken()
     with moto_step_functions(moto_stand_ins.dispatch) as moto:
         input_ = {"execution_id": "cycle-1", "agent_id": "a", "segment_generations": 5}

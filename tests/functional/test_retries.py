@@ -204,11 +204,18 @@ def test_every_task_is_safe_to_retry_and_to_die_between_writes(local):
             "run_id": run_id,
             "candidate": holdout["candidate"],
             "incumbent": holdout["incumbent"],
+            "difference": holdout["difference"],
         },
     )
-    step = "promote" if gate["approved"] else "finish"
-    extra = {} if gate["approved"] else {"reason": gate["reason"]}
-    outcome = task("evolution", {"action": step, **ex, "run_id": run_id, **extra})
+    if gate["approved"]:  # the champion goes to a canary, whose first task runs twice too
+        handoff = task("evolution", {"action": "handoff", **ex, "run_id": run_id})
+        canary = {"execution_id": handoff["experiment_id"], **handoff["canary"]}
+        task("refinement", {"action": "start_experiment", **canary})
+        extra = {"experiment_id": handoff["experiment_id"]}
+        outcome = task("evolution", {"action": "canary_started", **ex, "run_id": run_id, **extra})
+    else:
+        extra = {"reason": gate["reason"]}
+        outcome = task("evolution", {"action": "finish", **ex, "run_id": run_id, **extra})
     assert outcome["status"] == "succeeded"
     task("refinement", {"action": "report", **ex})
     # The run's failure path: a caught error lands on a finished run without changing it.
@@ -216,4 +223,5 @@ def test_every_task_is_safe_to_retry_and_to_die_between_writes(local):
     task("evolution", {"action": "fail", **ex, "run_id": run_id, "error": error})
     # Every write of the run's tasks was a kill point that the retry completed.
     print(f"{len(writes)} tasks, {sum(writes.values())} kill points survived: {writes}")
-    assert writes["tell"] >= 2 and writes["promote" if gate["approved"] else "finish"] >= 2
+    closed = "canary_started" if gate["approved"] else "finish"
+    assert writes["tell"] >= 2 and writes[closed] >= 2

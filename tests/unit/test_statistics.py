@@ -16,6 +16,7 @@ from chimera.domain.statistics import (
     SequentialResult,
     harmful,
     non_inferiority,
+    paired_test,
     proportion_sample_size,
     sample_size,
     sequential_test,
@@ -509,3 +510,45 @@ def test_bad_input_is_refused_naming_the_field(call, field):
     with pytest.raises(ValidationFailedError) as info:
         call()
     assert info.value.field == field
+
+
+# -- the hold-out gate's paired test ----------------------------------------------------------
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("margin", [0.0, 0.3])
+def test_paired_test_matches_scipy_ttest_rel(seed: int, margin: float) -> None:
+    rng = np.random.default_rng(seed)
+    control = rng.normal(10.0, 2.0, size=40 + seed)
+    treatment = control + rng.normal(0.2 * (seed - 3), 1.0, size=control.size)
+    got = paired_test(Moments.of(treatment - control), alpha=ALPHA, margin=margin)
+    want = stats.ttest_rel(treatment + margin, control, alternative="greater")
+    assert got.p_value == pytest.approx(want.pvalue, rel=1e-9, abs=1e-12)
+    assert got.statistic == pytest.approx(want.statistic, rel=1e-9)
+    assert got.df == want.df
+    lower = stats.ttest_rel(treatment, control, alternative="greater").confidence_interval(
+        1 - ALPHA
+    )
+    assert got.lower == pytest.approx(lower.low, rel=1e-9)
+
+
+def test_paired_ties_are_no_evidence_and_constant_gains_are() -> None:
+    tie = paired_test(Moments.of([0.0] * 100), alpha=ALPHA)
+    assert tie.p_value == 1.0 and tie.difference == 0.0
+    gain = paired_test(Moments.of([1.0] * 30), alpha=ALPHA)
+    assert gain.p_value == 0.0
+    within = paired_test(Moments.of([-0.5] * 30), alpha=ALPHA, margin=1.0)
+    assert within.p_value == 0.0  # worse by less than the margin: non-inferior
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"differences": Moments.of([1.0]), "alpha": ALPHA}, "differences.n"),
+        ({"differences": Moments.of([1.0, 2.0]), "alpha": 1.5}, "alpha"),
+        ({"differences": Moments.of([1.0, 2.0]), "alpha": ALPHA, "margin": -1.0}, "margin"),
+        ({"differences": [1.0, 2.0], "alpha": ALPHA}, "differences"),
+    ],
+)
+def test_paired_test_names_the_bad_argument(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValidationFailedError) as err:
+        paired_test(**kwargs)
+    assert err.value.field == field

@@ -16,6 +16,10 @@ from chimera.domain.genome import GeneSpec, check_genes, default_genes
 AgentId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 RunId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 ExperimentId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,160}$")]
+# improvement: the champion must beat the incumbent on the hold-out items (a paired one-sided
+# test: ties never churn versions); non_inferiority: no worse than the suite's margin, for a
+# change wanted for another reason (a new module version, a cheaper genome).
+GateMode = Literal["improvement", "non_inferiority"]
 
 # Sizes and ranges every model at the edge shares (issue 6: a 1 MB string, a 10,000-item
 # list and `1e999` were accepted and stored). Every float of a `Frozen` model is finite.
@@ -342,6 +346,9 @@ class EvolutionRun(BaseModel):
         default=None, description="when to stop: a chimera.domain.termination criterion as JSON"
     )
     stop_reason: str | None = Field(default=None, description="why layer 6 stopped the search")
+    gate: GateMode = Field(
+        default="improvement", description="what the hold-out gate asks of the champion"
+    )
     decision: str | None = None
     revision: int = Field(
         default=0, ge=0, description="bumped by every write; writes are conditional on it"

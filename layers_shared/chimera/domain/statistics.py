@@ -51,6 +51,9 @@ Fixed horizon: Welch's t test (Welch 1947) with Welch-Satterthwaite degrees of f
 the Student t CDF from the regularized incomplete beta function, I_x(df/2, 1/2) with
 x = df / (df + t^2), evaluated by Lentz's continued fraction (Numerical Recipes 6.4).
 
+The hold-out gate pairs candidate and incumbent on the same items (episodes, samples): a
+one-sided paired t test of the mean difference against -margin, df = n - 1.
+
 Sample-ratio mismatch: Pearson's chi-square on the arms' counts against the planned weights,
 k - 1 degrees of freedom, the survival function being the regularized upper incomplete gamma
 Q((k-1)/2, x/2) (series below a + 1, Lentz's continued fraction above).
@@ -620,6 +623,35 @@ def welch_test(control: Moments, treatment: Moments, *, alpha: float) -> FixedRe
     p = min(1.0, 2.0 * t_sf(abs(t), df))
     half = t_isf(alpha / 2.0, df) * se
     return FixedResult(diff, t, df, p, diff - half, diff + half)
+
+
+def paired_test(differences: Moments, *, alpha: float, margin: float = 0.0) -> FixedResult:
+    """One-sided paired t test that the mean difference (treatment - control on the same
+    items) exceeds -margin: evidence of improvement at margin 0, of non-inferiority above it.
+
+    H0: mean <= -margin; the p-value is P(T >= t), T ~ Student(n - 1). The interval is the
+    two-sided (1 - 2 alpha) one, whose lower bound is the one-sided (1 - alpha) bound. Items
+    that all differ by the same amount (zero variance) decide by the sign alone: a tie, every
+    item equal, is never evidence of improvement.
+    """
+    differences = _arm("differences", differences, "mean")
+    alpha = _open_unit("alpha", alpha)
+    margin = _finite("margin", margin)
+    if margin < 0.0:
+        raise ValidationFailedError("margin", f"must be >= 0, got {margin}")
+    if differences.n < 2:
+        raise ValidationFailedError(
+            "differences.n", f"needs at least 2 paired items, got {differences.n}"
+        )
+    diff, df = differences.mean, float(differences.n - 1)
+    excess = diff + margin
+    se = math.sqrt(differences.variance / differences.n)
+    if se == 0.0:
+        p = 0.0 if excess > 0.0 else 1.0
+        return FixedResult(diff, 0.0, df, p, diff, diff)
+    t = excess / se
+    half = t_isf(alpha, df) * se
+    return FixedResult(diff, t, df, min(1.0, t_sf(t, df)), diff - half, diff + half)
 
 
 # -- planning ---------------------------------------------------------------------------------

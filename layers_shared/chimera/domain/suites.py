@@ -104,6 +104,13 @@ class Suite(Protocol):
     target_fitness: float | None  # evolution may stop once reached
     max_generations: int
     seconds_per_evaluation: float  # one genome, on one Lambda (layer 8's estimate)
+    # How a change to this suite's agents is judged: the live outcome's kind (the canary's
+    # primary metric), the smallest difference of score that matters (the non-inferiority
+    # margin, in the score's units), and the latency guardrail's relative margin where the
+    # deployment's default does not fit (None: the default).
+    live_metric: Literal["mean", "proportion"]
+    margin: float
+    latency_p95_margin: float | None
 
     def evaluate(
         self, policy: BatchPolicy, genomes: np.ndarray, seed: int, split: Split = "train"
@@ -147,6 +154,11 @@ class CartPole:
     target_fitness: float | None = 500.0
     max_generations = 40
     seconds_per_evaluation = 0.002
+    live_metric: Literal["mean", "proportion"] = "mean"
+    margin = 5.0  # 1 % of the best return
+    # A job is a whole episode, so a policy that balances longer takes longer (up to 500
+    # steps against ~9): the latency of a better candidate is expected to grow with its score.
+    latency_p95_margin: float | None = 100.0
 
     def __init__(self, train_episodes: int = 20, holdout_episodes: int = 100) -> None:
         self.train_episodes = train_episodes
@@ -326,6 +338,9 @@ class BreastCancer:
     target_fitness: float | None = None
     max_generations = 200
     seconds_per_evaluation = 0.0002
+    live_metric: Literal["mean", "proportion"] = "proportion"  # correct or not
+    margin = 0.01  # one point of accuracy
+    latency_p95_margin: float | None = None
 
     def __init__(self, l2: float = 1e-3) -> None:
         self.l2 = l2

@@ -19,6 +19,7 @@ from chimera.domain.models import (
     MAX_POPULATION,
     AgentId,
     ExperimentConfig,
+    GateMode,
     KpiRecord,
     Name,
     RunId,
@@ -55,6 +56,7 @@ class PlanRequest(Msg):
     execution_id: ExecutionId
     agents: list[AgentId] = Field(max_length=MAX_AGENTS)
     objective: str = Field(default="improve every agent on its suite", min_length=1, max_length=500)
+    gate: GateMode = "improvement"
 
 
 class PlanItem(Msg):
@@ -63,6 +65,7 @@ class PlanItem(Msg):
     suite: Suite
     action: Literal["evolve", "skip"]
     reason: str = Field(max_length=500)
+    gate: GateMode = "improvement"
 
 
 class PlanResult(Msg):
@@ -81,17 +84,30 @@ class ValidateResult(Msg):
     problems: list[str]
 
 
+class Differences(Msg):
+    """Candidate minus incumbent on each hold-out item both scored (the same episodes or
+    samples), summarised as moments: what the gate's paired test reads."""
+
+    n: int = Field(ge=0, le=100_000_000)
+    mean: float
+    m2: float = Field(ge=0, description="sum of squared deviations from the mean")
+
+
 class GateRequest(Msg):
     action: Literal["gate"] = "gate"
     execution_id: ExecutionId
     run_id: RunId
     candidate: KpiRecord
     incumbent: KpiRecord | None = None
+    difference: Differences | None = None
 
 
 class GateResult(Msg):
     approved: bool
     reason: str
+    p_value: float | None = Field(
+        default=None, ge=0, le=1, description="the paired test's, when one was made"
+    )
 
 
 # -- layer 4 -------------------------------------------------------------------------------
@@ -131,6 +147,9 @@ class HoldoutResult(Msg):
     candidate: KpiRecord
     incumbent: KpiRecord | None
     records: list[KpiRecord]
+    difference: Differences | None = Field(
+        default=None, description="per item, when both scored the same items"
+    )
 
 
 class PredictRequest(Msg):
@@ -273,6 +292,7 @@ class StartRequest(Msg):
     agent_id: AgentId
     choice: StrategyChoice
     seed: int | None = None
+    gate: GateMode = "improvement"
 
 
 class StartResult(Msg):
@@ -325,8 +345,28 @@ class ProposeResult(Msg):
     incumbent_version: int | None
 
 
-class PromoteRequest(RunRef):
-    action: Literal["promote"] = "promote"
+class HandoffRequest(RunRef):
+    action: Literal["handoff"] = "handoff"
+
+
+class CanaryInput(Msg):
+    """The canary-rollout execution's input (see StartExperimentRequest)."""
+
+    agent_id: AgentId
+    run_id: RunId
+    candidate_version: Version
+    incumbent_version: Version
+    config: ExperimentConfig
+
+
+class HandoffResult(Msg):
+    experiment_id: ExperimentIdField = Field(description="also the canary execution's name")
+    canary: CanaryInput
+
+
+class CanaryStartedRequest(RunRef):
+    action: Literal["canary_started"] = "canary_started"
+    experiment_id: ExperimentIdField
 
 
 class FinishRequest(RunRef):

@@ -1,11 +1,12 @@
-"""Layer 7: evolution runs as ask/tell steps over stored state, then promotion via the alias.
+"""Layer 7: evolution runs as ask/tell steps over stored state, then a canary for the champion.
 
 Every step is safe to run twice and to die between any two of its writes: each writes its
 state change in one transaction conditional on the run's revision, and its decision after,
 keyed by (run, generation, step), so a retry finds the change made and completes the rest.
 A repeated ask returns the stored candidates, a repeated tell of a told generation returns
-what it told, a repeated propose finds the genome it stored, a repeated promote finds the
-alias it moved.
+what it told, a repeated propose finds the genome it stored. A champion that the hold-out gate
+approves never takes traffic from here: the run hands it to a canary-rollout execution (named
+by `experiment_id`, so a retried start finds it) and closes; the canary decides.
 
 A run has one owner at a time: the execution that started or took it over holds a lease that
 each of its steps renews. Another execution takes a running run over only when the owner is
@@ -29,11 +30,12 @@ from chimera.domain.errors import (
     UnavailableError,
     ValidationFailedError,
 )
-from chimera.domain.events import EvolutionRunCompleted, GenomePromoted
+from chimera.domain.events import EvolutionRunCompleted
 from chimera.domain.models import (
     Alias,
     Decision,
     EvolutionRun,
+    ExperimentConfig,
     FitnessPoint,
     Generation,
     Genome,
@@ -43,13 +45,17 @@ from chimera.domain.models import (
     utcnow,
 )
 from chimera.domain.optimizers import FAILED, OPTIMIZERS, Fitness, Optimizer
+from chimera.domain.suites import get_suite
 from chimera.domain.termination import AnyOf, Progress, StepSizeFloor, standard
 from chimera.services.contracts import (
     AskRequest,
     AskResult,
+    CanaryInput,
+    CanaryStartedRequest,
     FailRequest,
     FinishRequest,
-    PromoteRequest,
+    HandoffRequest,
+    HandoffResult,
     ProposeRequest,
     ProposeResult,
     RunOutcome,
@@ -219,6 +225,7 @@ def start(req: StartRequest, deps: Deps) -> StartResult:
         optimizer_state=optimizer.state,
         termination=stop.to_json(),
         incumbent_version=incumbent,
+        gate=req.gate,
     )
     try:  # one running run per agent: the store refuses a second (see create_run)
         deps.store.create_run(_leased(run, req.execution_id, deps))
@@ -410,12 +417,51 @@ def _close(deps: Deps, run: EvolutionRun, status: RunStatus, decision: str) -> E
     return deps.store.save_run(run, events=[completed])
 
 
-def promote(req: PromoteRequest, deps: Deps) -> RunOutcome:
+def experiment_id(run: EvolutionRun) -> str:
+    """The canary of a run's champion: also its execution's name (80 characters at most, of
+    [A-Za-z0-9-_]), the same for every retry of the hand-off, unique to the run."""
+    digest = hashlib.sha256(run.run_id.encode()).hexdigest()[:12]
+    return f"{run.agent_id[:40]}-v{run.champion_version}-{digest}"
+
+
+def canary_config(deps: Deps, suite_name: str) -> ExperimentConfig:
+    """The deployment's canary, judged on the suite's live metric with the suite's margins."""
+    config = deps.settings.canary()
+    suite = get_suite(suite_name)
+    guardrails = config.guardrails
+    if suite.latency_p95_margin is not None:
+        guardrails = guardrails.model_copy(update={"latency_p95_margin": suite.latency_p95_margin})
+    return config.model_copy(
+        update={"metric": suite.live_metric, "margin": suite.margin, "guardrails": guardrails}
+    )
+
+
+def handoff(req: HandoffRequest, deps: Deps) -> HandoffResult:
+    """The canary that will prove the approved champion on live traffic (nothing written: the
+    canary's start is the write, and its execution name makes a retried start find it)."""
+    run = owned_run(deps, req.run_id, req.execution_id)
+    if run.champion_version is None or run.incumbent_version is None:
+        raise ValidationFailedError("run_id", f"run {run.run_id} has no champion to hand off")
+    return HandoffResult(
+        experiment_id=experiment_id(run),
+        canary=CanaryInput(
+            agent_id=run.agent_id,
+            run_id=run.run_id,
+            candidate_version=run.champion_version,
+            incumbent_version=run.incumbent_version,
+            config=canary_config(deps, run.suite),
+        ),
+    )
+
+
+def canary_started(req: CanaryStartedRequest, deps: Deps) -> RunOutcome:
+    """The canary runs on its own now: the run is done, and says which experiment decides."""
     run = owned_run(deps, req.run_id, req.execution_id)
     if run.status == RunStatus.RUNNING:
-        if run.champion_version is None:
-            raise ValidationFailedError("run_id", f"run {run.run_id} has no champion to promote")
-        decision = _move_alias(deps, run)
+        decision = (
+            f"canary {req.experiment_id} started: v{run.champion_version} "
+            f"against live v{run.incumbent_version}"
+        )
         run = _close(deps, run, RunStatus.SUCCEEDED, decision)
     return _closed(deps, req.execution_id, run)
 
@@ -425,36 +471,6 @@ def _closed(deps: Deps, execution_id: str, run: EvolutionRun) -> RunOutcome:
     key, summary = f"{run.run_id}:close", f"{run.agent_id}: {run.decision}"
     _decide(deps, execution_id, key, summary, run_id=run.run_id)
     return RunOutcome(run_id=run.run_id, status=run.status.value, decision=run.decision or "")
-
-
-def _move_alias(deps: Deps, run: EvolutionRun) -> str:
-    """Point the live alias at the champion (with its GenomePromoted, in one transaction)."""
-    assert run.champion_version is not None
-    genome = deps.store.get_genome(run.agent_id, run.champion_version)
-    alias = deps.store.get_alias(run.agent_id)
-    promoted = f"promoted v{genome.version} (was v{run.incumbent_version})"
-    if alias is not None and alias.weights == {genome.version: 1.0}:
-        return promoted  # this run moved it before a crash; its event went with it
-    if alias is not None and alias.primary_version != run.incumbent_version:
-        return (
-            f"not promoted: live moved to v{alias.primary_version} "
-            f"since the run started from v{run.incumbent_version}"
-        )
-    revision = alias.revision if alias is not None else None
-    new_alias = Alias(
-        agent_id=run.agent_id, weights={genome.version: 1.0}, revision=(revision or 0) + 1
-    )
-    event = GenomePromoted(
-        agent_id=run.agent_id,
-        version=genome.version,
-        previous_version=run.incumbent_version,
-        run_id=run.run_id,
-    )
-    try:  # the alias and its announcement in one transaction: never one without the other
-        deps.store.promote(genome, new_alias, revision, events=[event])
-    except ConflictError:
-        return "not promoted: another promotion won the race"
-    return promoted
 
 
 def finish(req: FinishRequest, deps: Deps) -> RunOutcome:

@@ -13,10 +13,12 @@ from chimera.domain.events import KpiRecorded
 from chimera.domain.models import Agent, Alias, KpiRecord
 from chimera.domain.optimizers import Fitness
 from chimera.domain.sandbox import GuestError, finite_number
+from chimera.domain.statistics import Moments
 from chimera.domain.suites import get_suite
 from chimera.ports import AgentRuntime
 from chimera.services import modules
 from chimera.services.contracts import (
+    Differences,
     EvaluateShardRequest,
     EvaluateShardResult,
     HoldoutRequest,
@@ -72,11 +74,14 @@ def evaluate_shard(req: EvaluateShardRequest, deps: Deps) -> EvaluateShardResult
     return EvaluateShardResult(shard=req.shard, evaluated=len(individuals), failed=failed)
 
 
-def _holdout_kpi(deps: Deps, agent: Agent, version: int, run_id: str, seed: int) -> KpiRecord:
+def _holdout_kpi(
+    deps: Deps, agent: Agent, version: int, run_id: str, seed: int
+) -> tuple[KpiRecord, np.ndarray | None]:
+    """A version's hold-out KPI, with its outcome on each hold-out item (NaN where it failed)."""
     genome = deps.store.get_genome(agent.agent_id, version)
     suite = get_suite(agent.manifest.suite)
     started = time.perf_counter()
-    runtime = None
+    runtime, items = None, None
     try:
         runtime = load_runtime(deps, agent)
         result = suite.evaluate(
@@ -86,9 +91,11 @@ def _holdout_kpi(deps: Deps, agent: Agent, version: int, run_id: str, seed: int)
         success, score = reason is None, finite_number(float(result.score[0]))
         if success and score is None:
             success, reason = False, "non-finite score"
+        if success and result.items is not None:
+            items = np.asarray(result.items[0], dtype=np.float64)
     except GuestError as exc:
         success, score, reason = False, None, exc.reason
-    return KpiRecord(
+    record = KpiRecord(
         agent_id=agent.agent_id,
         genome_version=version,
         job_id=f"{run_id}:holdout:v{version}",
@@ -100,6 +107,16 @@ def _holdout_kpi(deps: Deps, agent: Agent, version: int, run_id: str, seed: int)
         fuel=runtime.fuel_used if runtime is not None else 0,
         trace_id=run_id,
     )
+    return record, items
+
+
+def _differences(candidate: np.ndarray | None, incumbent: np.ndarray | None) -> Differences | None:
+    """Candidate minus incumbent on the items both scored (the same episodes or samples)."""
+    if candidate is None or incumbent is None or candidate.shape != incumbent.shape:
+        return None
+    diff = candidate - incumbent
+    m = Moments.of(diff[np.isfinite(diff)])
+    return Differences(n=m.n, mean=m.mean, m2=m.m2)
 
 
 def holdout(req: HoldoutRequest, deps: Deps) -> HoldoutResult:
@@ -108,12 +125,19 @@ def holdout(req: HoldoutRequest, deps: Deps) -> HoldoutResult:
     if run.champion_version is None:
         raise ValidationFailedError("run_id", f"run {req.run_id} has no candidate yet")
     agent = deps.store.get_agent(run.agent_id)
-    candidate = _holdout_kpi(deps, agent, run.champion_version, run.run_id, run.seed)
-    incumbent = None
+    candidate, cand_items = _holdout_kpi(deps, agent, run.champion_version, run.run_id, run.seed)
+    incumbent, inc_items = None, None
     if run.incumbent_version is not None and run.incumbent_version != run.champion_version:
-        incumbent = _holdout_kpi(deps, agent, run.incumbent_version, run.run_id, run.seed)
+        incumbent, inc_items = _holdout_kpi(
+            deps, agent, run.incumbent_version, run.run_id, run.seed
+        )
     records = [candidate] if incumbent is None else [candidate, incumbent]
-    return HoldoutResult(candidate=candidate, incumbent=incumbent, records=records)
+    return HoldoutResult(
+        candidate=candidate,
+        incumbent=incumbent,
+        records=records,
+        difference=_differences(cand_items, inc_items),
+    )
 
 
 def route(alias: Alias, job_id: str) -> int:

@@ -20,13 +20,15 @@ def plan(req: PlanRequest, deps: Deps) -> PlanResult:
                 suite=agent.manifest.suite,
                 action="evolve",
                 reason=reason,
+                gate=req.gate,
             )
         )
     deps.store.add_decision(
         Decision(
             execution_id=req.execution_id,
             layer="planning",
-            summary=f"{len(items)} evolve item(s) for objective: {req.objective}",
+            summary=f"{len(items)} evolve item(s) for objective: {req.objective}"
+            + ("" if req.gate == "improvement" else f" (champions: {req.gate})"),
             detail={"items": [i.model_dump() for i in items]},
             key="planning:plan",
         )

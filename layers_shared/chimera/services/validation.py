@@ -1,4 +1,4 @@
-"""Layer 3: validate module versions and genomes (default deny) and gate promotions.
+"""Layer 3: validate module versions and genomes (default deny) and gate champions.
 
 `validate` checks an agent's pending module version (compile, ABI, genome and observation
 lengths, one smoke call of each entry point within the manifest's limits, the live genomes
@@ -22,12 +22,14 @@ from chimera.domain.models import (
     Agent,
     AgentManifest,
     Decision,
+    GateMode,
     ModuleRejection,
     ModuleVersion,
     utcnow,
 )
 from chimera.domain.sandbox import GuestError, module_problems
-from chimera.domain.suites import SUITES
+from chimera.domain.statistics import Moments, paired_test
+from chimera.domain.suites import SUITES, get_suite
 from chimera.ports import AgentRuntime
 from chimera.services import modules
 from chimera.services.contracts import GateRequest, GateResult, ValidateRequest, ValidateResult
@@ -201,36 +203,58 @@ def _smoke(deps: Deps, wasm: bytes, manifest: AgentManifest, runtime: AgentRunti
     return []
 
 
-def gate(req: GateRequest, deps: Deps) -> GateResult:
-    """A candidate takes traffic only if it ran cleanly and is no worse on unseen data."""
+def _judge(
+    req: GateRequest, deps: Deps, mode: GateMode, margin: float
+) -> tuple[bool, str, float | None]:
+    """Whether the champion may go to a canary, why, and the paired test's p-value."""
     cand, inc = req.candidate, req.incumbent
-    agent = deps.store.get_agent(cand.agent_id)
     if not cand.success:
-        approved, reason = False, f"candidate failed on hold-out: {cand.reason}"
-    else:
-        try:
-            agent.manifest.check_genes(
-                deps.store.get_genome(cand.agent_id, cand.genome_version).genes
-            )
-            bounds_ok, why = True, ""
-        except ValidationFailedError as exc:
-            bounds_ok, why = False, str(exc)
-        if not bounds_ok:
-            approved, reason = False, f"candidate genome invalid: {why}"
-        elif inc is None or not inc.success or inc.score is None:
-            approved, reason = True, f"no comparable incumbent; candidate scores {cand.score:.4g}"
-        elif cand.score is not None and cand.score >= inc.score:
-            approved, reason = True, f"hold-out {cand.score:.4g} >= incumbent {inc.score:.4g}"
-        else:
-            approved, reason = False, f"hold-out {cand.score:.4g} < incumbent {inc.score:.4g}"
+        return False, f"candidate failed on hold-out: {cand.reason}", None
+    try:
+        genome = deps.store.get_genome(cand.agent_id, cand.genome_version)
+        deps.store.get_agent(cand.agent_id).manifest.check_genes(genome.genes)
+    except ValidationFailedError as exc:
+        return False, f"candidate genome invalid: {exc}", None
+    if inc is None or not inc.success or inc.score is None:
+        return True, f"no comparable incumbent; candidate scores {cand.score:.4g}", None
+    scores = f"hold-out {cand.score:.4g} vs incumbent {inc.score:.4g}"
+    diff = req.difference
+    if diff is None or diff.n < 2:
+        return False, f"{scores}: no paired hold-out items to judge the difference on", None
+    alpha = deps.settings.canary_alpha
+    test = paired_test(
+        Moments(diff.n, diff.mean, diff.m2),
+        alpha=alpha,
+        margin=margin if mode == "non_inferiority" else 0.0,
+    )
+    shown = test.p_value < alpha
+    asked = "better" if mode == "improvement" else f"no worse than -{margin:g}"
+    evidence = (
+        f"{scores}: paired difference {test.difference:+.4g} over {diff.n} items, "
+        f"p = {test.p_value:.3g} for {asked} (alpha {alpha:g})"
+    )
+    if shown:
+        return True, evidence, test.p_value
+    tie = " (a tie is no reason to change)" if test.difference == 0.0 else ""
+    return False, f"{evidence}: not shown{tie}", test.p_value
+
+
+def gate(req: GateRequest, deps: Deps) -> GateResult:
+    """A champion goes to a canary only if it ran cleanly, its genome is valid, and the
+    hold-out items show it better than the incumbent (a one-sided paired test; a run started
+    with gate "non_inferiority" asks only that it be no worse than the suite's margin)."""
+    run = deps.store.get_run(req.run_id)
+    margin = get_suite(run.suite).margin
+    approved, reason, p_value = _judge(req, deps, run.gate, margin)
+    cand = req.candidate
     deps.store.add_decision(
         Decision(
             execution_id=req.execution_id,
             layer="validation",
             summary=f"{cand.agent_id} v{cand.genome_version}: {'approved' if approved else 'rejected'}"
             f" ({reason})",
-            detail={"run_id": req.run_id, "approved": approved},
+            detail={"run_id": req.run_id, "approved": approved, "gate": run.gate, "p": p_value},
             key=f"gate#{req.run_id}#{cand.genome_version}",  # a retried gate decides once
         )
     )
-    return GateResult(approved=approved, reason=reason)
+    return GateResult(approved=approved, reason=reason, p_value=p_value)
