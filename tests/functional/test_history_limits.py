@@ -335,3 +335,28 @@ def test_a_bad_segment_size_fails_before_any_run_and_names_the_field(bad):
     assert fail["error"]["Error"] == "ValidationFailedError"
     assert fail["error"]["Cause"].startswith("segment_generations:")
     assert stand_ins.generation == 0 and len(executor.executions) == 1
+
+
+def test_a_canary_already_started_counts_as_started():
+    """StartCanary retried after its answer was lost: Step Functions says the execution
+    already exists, which the state catches as success, and the run closes once."""
+    stand_ins = StandIns(2, 1)
+    executor = local_executor()
+    executor.functions = {function_arn(pkg): stand_ins.dispatch(pkg) for _, pkg, _ in LAYERS}
+    executor.sleep = lambda seconds: None
+    canary = state_machine_arn("canary-rollout")
+    with pytest.raises(ExecutionFailedError):  # the first attempt's canary: its name is taken
+        executor.start(canary, {}, "a-v2-0123456789ab")
+    out = executor.start(RUN, {"execution_id": "cycle-1", "agent_id": "a"}, "run")
+    assert out["outcome"]["decision"] == "canary_started"
+    events = executor.history("run").events
+    failed = events.index("TaskFailed")
+    assert events[failed - 3 : failed + 3] == [
+        "TaskStateEntered",
+        "TaskScheduled",
+        "TaskStarted",
+        "TaskFailed",
+        "TaskStateExited",
+        "TaskStateEntered",
+    ]
+    assert [h.machine for h in executor.executions.values()].count("canary-rollout") == 1

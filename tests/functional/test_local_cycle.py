@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from chimera.domain.models import RunStatus
+from chimera.domain.models import RunStatus, Verdict
 from chimera.runtime import deps
 
+from chimera_local import report
 from chimera_local.workflows import local_executor, state_machine_arn
 
 CYCLE = state_machine_arn("optimization-cycle")
@@ -37,7 +38,19 @@ def test_cycle_promotes_champions_that_generalize(home):
         "resources",
         "refinement",
     }
-    # A second cycle builds on the first: its runs start from the promoted genomes.
+    # Each champion went live through its canary, which reached a verdict on live jobs.
+    rep = report.collect(store, "cycle-1", "succeeded", 1.0, out["work"])
+    for view in rep.runs:
+        assert view.canary is not None, view.run.decision
+        exp = view.canary.experiment
+        assert exp.verdict == Verdict.PROMOTED and exp.candidate_version == view.live_version
+        assert view.canary.points and view.canary.windows  # analyses, and live KPI windows
+        assert f"canary {exp.experiment_id}" in view.run.decision
+    assert report.text(rep).count(": promoted after") == 2
+    page = report.to_html(rep)
+    assert page.count("candidate - incumbent") == 2 and "traffic share" in page
+    # A second cycle builds on the first: its runs start from the promoted genomes, and its
+    # champions, which only tie them, are kept out: no canary, no new live version.
     first_live = {
         a: store.get_alias(a).primary_version for a in ("cartpole-linear", "breast-cancer-linear")
     }
@@ -45,6 +58,9 @@ def test_cycle_promotes_champions_that_generalize(home):
     for run in store.list_runs():
         if run.execution_id == "cycle-2":
             assert run.incumbent_version == first_live[run.agent_id]
+            assert run.decision.startswith("kept"), run.decision
+            assert store.get_alias(run.agent_id).primary_version == first_live[run.agent_id]
+    assert len(store.list_experiments()) == 2
 
 
 def test_killed_run_resumes_from_stored_state(home, only_cartpole):
