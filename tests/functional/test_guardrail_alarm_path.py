@@ -395,6 +395,36 @@ def test_an_analysis_racing_the_alarm_ends_the_execution_cleanly(
     assert len(_events(home, "GenomeRolledBack")) == 1
 
 
+def test_a_shift_racing_a_stop_ends_the_execution_cleanly(
+    home: Path, only_cartpole: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race at ShiftWeight: the stop lands between its read and its write, the
+    shift's write is refused and it answers `stopped` (not Abort); a retry answers the same."""
+    from chimera.services import experiments
+
+    start_live_cartpole("setup")
+    store = deps().store
+    store.add_genome(Genome(agent_id=AGENT, version=2, genes=GOOD))
+    step = _start("race-shift", candidate=2, incumbent=1)
+    save = store.save_experiment
+    stopped: list[Any] = []
+
+    def stop_first(*args: Any, **kwargs: Any) -> Any:
+        if not stopped:
+            stopped.append(None)  # the stop's own save goes straight through
+            stopped[0] = experiments.stop(deps(), "race-shift", "operator", "op")
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(store, "save_experiment", stop_first)
+    shift = {"action": "shift", "execution_id": "race-shift", "experiment_id": "race-shift"}
+    shift |= {"step": step["step"]}
+    answer = _refinement(shift)
+    assert stopped and answer["decision"] == "stopped", answer
+    assert store.get_alias(AGENT).weights == {1: 1.0}  # type: ignore[union-attr]
+    assert _refinement(shift) == answer
+    assert len(_events(home, "GenomeRolledBack")) == 1
+
+
 # -- bad events --------------------------------------------------------------------------------
 def _without(event: dict[str, Any], *path: str) -> dict[str, Any]:
     event = copy.deepcopy(event)

@@ -383,12 +383,7 @@ def analyze(req: AnalyzeRequest, deps: Deps) -> CanaryStep:
             point=point,
         )
     except ConflictError:
-        # Stopped meanwhile (an alarm, an operator): the execution ends as for a stop found
-        # before the analysis. Anything else that moved it is a conflict the Catch handles.
-        current = deps.store.get_experiment(exp.experiment_id)
-        if current.status == ExperimentStatus.RUNNING:
-            raise
-        return _step_result(current, "stopped", current.reason or current.status.value)
+        return _stopped_meanwhile(deps, exp.experiment_id)
     _decide(
         deps,
         req.execution_id,
@@ -410,6 +405,16 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _stopped_meanwhile(deps: Deps, experiment_id: str) -> CanaryStep:
+    """After a write lost its race: stopped meanwhile (an alarm, an operator), the execution
+    ends as for a stop found before the write; anything else that moved the experiment is a
+    conflict for the state machine's Catch (re-raised)."""
+    current = deps.store.get_experiment(experiment_id)
+    if current.status == ExperimentStatus.RUNNING:
+        raise ConflictError(f"experiment_id: {experiment_id} moved while being written")
+    return _step_result(current, "stopped", current.reason or current.status.value)
+
+
 def shift(req: ShiftRequest, deps: Deps) -> CanaryStep:
     """The alias to the step after `req.step` (a retry finds it moved and answers the same)."""
     exp = deps.store.get_experiment(req.experiment_id)
@@ -422,7 +427,10 @@ def shift(req: ShiftRequest, deps: Deps) -> CanaryStep:
     nxt = exp.model_copy(
         update={"step": exp.step + 1, "bakes": 0, "step_started_at": deps.clock.now()}
     )
-    exp = deps.store.save_experiment(nxt, alias=_split(nxt, nxt.step, exp.alias_revision + 1))
+    try:
+        exp = deps.store.save_experiment(nxt, alias=_split(nxt, nxt.step, exp.alias_revision + 1))
+    except ConflictError:
+        return _stopped_meanwhile(deps, exp.experiment_id)
     _decide(
         deps,
         req.execution_id,
