@@ -200,7 +200,7 @@ def _primary(exp: Experiment, control: Moments, treatment: Moments) -> Sequentia
 
 def _judge(exp: Experiment, rollups: list[Rollup]) -> tuple[str, str, dict[str, Any]]:
     """(decision, reason, statistics) for the experiment now."""
-    cfg, guard = exp.config, exp.config.guardrails
+    cfg = exp.config
     inc, cand, inc_step, cand_step = _arms(rollups, exp)
     stats: dict[str, Any] = {"n_control": _count(inc), "n_treatment": _count(cand)}
     primary = _primary(exp, _score(inc), _score(cand))
@@ -214,42 +214,12 @@ def _judge(exp: Experiment, rollups: list[Rollup]) -> tuple[str, str, dict[str, 
         if srm.mismatch and min(observed) >= 1:
             return "rollback", f"sample ratio mismatch in step {exp.step}: {observed}", stats
 
-    errors = non_inferiority(
-        _errors(inc),
-        _errors(cand),
-        margin=guard.error_rate_margin,
-        alpha=cfg.alpha,
-        kind="proportion",
-        higher_is_better=False,
-        previous_p=exp.guardrail_p,
-    )
+    reading, errors, p95 = _guardrails(exp, inc, cand)
     stats["error_rate"] = [_errors(inc).mean, _errors(cand).mean]
     stats["error_guardrail"] = errors.to_json()
-    if harmful(errors, margin=guard.error_rate_margin, higher_is_better=False):
-        return (
-            "rollback",
-            (
-                f"guardrail: error rate {_errors(cand).mean:.3f} against "
-                f"{_errors(inc).mean:.3f}, worse by more than {guard.error_rate_margin}"
-            ),
-            stats,
-        )
-    p95 = (_p95(inc), _p95(cand))
     stats["latency_p95"] = list(p95)
-    if (
-        p95[0] is not None
-        and p95[1] is not None
-        and min(_count(inc), _count(cand)) >= guard.min_samples
-        and p95[1] > p95[0] * (1.0 + guard.latency_p95_margin) + 1e-9
-    ):
-        return (
-            "rollback",
-            (
-                f"guardrail: latency p95 {p95[1]:.1f} ms against {p95[0]:.1f} ms, over "
-                f"{1 + guard.latency_p95_margin:.2f}x"
-            ),
-            stats,
-        )
+    if reading.breach is not None:
+        return "rollback", reading.breach, stats
 
     if harmful(primary, margin=cfg.margin, higher_is_better=cfg.higher_is_better):
         return (
@@ -542,11 +512,13 @@ def abort(req: AbortRequest, deps: Deps) -> ExperimentOutcome:
 
 
 # -- guardrails between analyses: the metrics CloudWatch alarms on, and the alarm's check ----
-def _guardrail_reading(exp: Experiment, rollups: list[Rollup]) -> GuardrailReading:
-    """The guardrails `_judge` applies (both arms over the whole experiment, the same helpers
-    and tests on the same arm rollups), their values, and whether one is breached now."""
+def _guardrails(
+    exp: Experiment, inc: Rollup | None, cand: Rollup | None
+) -> tuple[GuardrailReading, SequentialResult, tuple[float | None, float | None]]:
+    """The guardrails over both arms of the whole experiment — the error rate by sequential
+    non-inferiority, latency p95 by its relative margin once both arms have `min_samples`
+    jobs — their values, and the first breached (what the analysis and the alarm both read)."""
     cfg, guard = exp.config, exp.config.guardrails
-    inc, cand, _, _ = _arms(rollups, exp)
     n = (_count(inc), _count(cand))
     errors = non_inferiority(
         _errors(inc),
@@ -573,7 +545,7 @@ def _guardrail_reading(exp: Experiment, rollups: list[Rollup]) -> GuardrailReadi
                 f"{1 + guard.latency_p95_margin:.2f}x"
             )
     both = min(n) > 0
-    return GuardrailReading(
+    reading = GuardrailReading(
         experiment_id=exp.experiment_id,
         agent_id=exp.agent_id,
         n_control=n[0],
@@ -583,6 +555,12 @@ def _guardrail_reading(exp: Experiment, rollups: list[Rollup]) -> GuardrailReadi
         latency_ratio=ratio,
         breach=breach,
     )
+    return reading, errors, p95
+
+
+def _guardrail_reading(exp: Experiment, rollups: list[Rollup]) -> GuardrailReading:
+    inc, cand, _, _ = _arms(rollups, exp)
+    return _guardrails(exp, inc, cand)[0]
 
 
 def guardrail_readings(deps: Deps, experiment_ids: Iterable[str]) -> list[GuardrailReading]:
