@@ -205,8 +205,9 @@ def test_a_batch_is_stored_in_few_transactions_and_poisoned_messages_fail_alone(
     kept = stored(store)
     assert sorted(k.job_id for k in kept) == sorted(r["job_id"] for r in good)
     assert_rollups_match(store, kept)
-    # 160 records in one transaction with their rollups (SQLite: up to 2,000 items), not 160.
-    assert commits == [160]
+    # 160 records in one transaction with their rollups (SQLite: up to 2,000 items), not 160
+    # (the detectors' state, when the batch closes a window, is a write of its own).
+    assert [n for n in commits if n] == [160]
 
 
 def test_a_store_failure_isolates_the_message_at_fault(live):

@@ -29,6 +29,7 @@ AGENT = "cartpole-linear"
 VOLATILE = {
     "at",
     "started_at",
+    "step_started_at",
     "finished_at",
     "created_at",
     "updated_at",
@@ -64,6 +65,11 @@ def _restore(db: str, rows: list[tuple[Any, ...]]) -> None:
         if rows:
             marks = ",".join("?" * len(rows[0]))
             conn.executemany(f"INSERT INTO items VALUES ({marks})", rows)
+    # The store is back where a killed process left it, and that process's memory is gone:
+    # so is what ingestion remembers of the detectors' watermarks.
+    from chimera.services import refinement
+
+    refinement._WATERMARKS.clear()
 
 
 def _state(db: str) -> Counter[str]:

@@ -108,11 +108,23 @@ def start_experiment(req: StartExperimentRequest, deps: Deps) -> CanaryStep:
     alias has moved since, the experiment does not start (ConflictError, nothing written).
     """
     experiment_id = req.execution_id
-    try:
-        stored = deps.store.get_experiment(experiment_id)
-        return _step_result(stored)
+    try:  # a retry: started before (its decision recorded below if the first attempt died)
+        exp = deps.store.get_experiment(experiment_id)
     except NotFoundError:
-        pass
+        exp = _start(req, deps)
+    _decide(
+        deps,
+        req.execution_id,
+        f"{experiment_id}:start",
+        f"{req.agent_id}: canary {experiment_id} of v{req.candidate_version} against "
+        f"v{req.incumbent_version} at {exp.config.steps[0]:.0%}",
+        experiment_id=experiment_id,
+    )
+    return _step_result(exp)
+
+
+def _start(req: StartExperimentRequest, deps: Deps) -> Experiment:
+    experiment_id = req.execution_id
     alias = deps.store.get_alias(req.agent_id)
     if alias is None or alias.primary_version != req.incumbent_version:
         live = None if alias is None else alias.primary_version
@@ -134,16 +146,7 @@ def start_experiment(req: StartExperimentRequest, deps: Deps) -> CanaryStep:
         started_at=now,
         step_started_at=now,
     )
-    exp = deps.store.start_experiment(exp, _split(exp, 0, alias.revision + 1))
-    _decide(
-        deps,
-        req.execution_id,
-        f"{experiment_id}:start",
-        f"{req.agent_id}: canary {experiment_id} of v{req.candidate_version} against "
-        f"v{req.incumbent_version} at {exp.weight:.0%}",
-        experiment_id=experiment_id,
-    )
-    return _step_result(exp)
+    return deps.store.start_experiment(exp, _split(exp, 0, alias.revision + 1))
 
 
 # -- analysis ------------------------------------------------------------------------------
