@@ -14,6 +14,7 @@ from chimera.domain.models import (
     ExperimentPoint,
     FitnessPoint,
     KpiRecord,
+    Verdict,
 )
 from chimera.domain.patterns import Detection, Detectors
 from chimera.domain.rollups import Rollup
@@ -248,9 +249,12 @@ def _canary_svg(view: ExperimentView) -> str:
     cs.set_ylabel("candidate - incumbent")
     cs.legend(loc="best", fontsize=8)
     if points:
-        times = [p.at for p in points]
-        split.step(times, [p.weight for p in points], where="post", color="#1a7f37")
-        split.plot(times, [p.weight for p in points], "o", color="#1a7f37")
+        times, shares = [p.at for p in points], [p.weight for p in points]
+        if e.concluded_at is not None and e.verdict is not None:  # all traffic to one side
+            times.append(e.concluded_at)
+            shares.append(1.0 if e.verdict == Verdict.PROMOTED else 0.0)
+        split.step(times, shares, where="post", color="#1a7f37")
+        split.plot(times, shares, "o", color="#1a7f37")
     split.set_ylim(0, 1.05)
     split.set_title("candidate's traffic share")
     split.set_xlabel("time (simulated locally)")
