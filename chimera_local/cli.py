@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 import uuid
@@ -12,7 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chimera.domain.errors import ChimeraError, CorruptStateError, NotFoundError
+from chimera.domain.models import AgentId, ExperimentId, Version
 from chimera.settings import LocalSettings
+from pydantic import TypeAdapter, ValidationError
 
 # `chimera run` when another execution drives some agent's run (sysexits' EX_TEMPFAIL:
 # nothing failed, that agent was left to its owner; run again later).
@@ -458,23 +459,23 @@ def _objective(text: str) -> str:
     return text
 
 
-def _agent_id(text: str) -> str:
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", text):
-        shown = text if len(text) <= 80 else text[:80] + "..."
-        raise argparse.ArgumentTypeError(
-            f"{shown!r} is not an agent id (lowercase letters, digits and '-', at most 63)"
-        )
-    return text
+def _model_type(annotation: Any, what: str, example: str) -> Any:
+    """An argparse type that checks an argument by the models' own annotated type (one
+    definition of what an agent id or a genome version is, here and at every other edge)."""
+    adapter = TypeAdapter(annotation)
+
+    def parse(text: str) -> Any:
+        try:
+            return adapter.validate_python(text, strict=False)
+        except ValidationError:
+            shown = text if len(text) <= 80 else text[:80] + "..."
+            raise argparse.ArgumentTypeError(f"{shown!r} is not {what} ({example})") from None
+
+    return parse
 
 
-def _version(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 99_999_999:
-        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a genome version (1 to 99999999)")
-    return value
+_agent_id = _model_type(AgentId, "an agent id", "lowercase letters, digits and '-', at most 63")
+_version = _model_type(Version, "a genome version", "1 to 99999999")
 
 
 def _reason(text: str) -> str:
@@ -483,13 +484,9 @@ def _reason(text: str) -> str:
     return text
 
 
-def _experiment_id(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,160}", text):
-        shown = text if len(text) <= 80 else text[:80] + "..."
-        raise argparse.ArgumentTypeError(
-            f"{shown!r} is not an experiment id (letters, digits and _.:-, at most 160)"
-        )
-    return text
+_experiment_id = _model_type(
+    ExperimentId, "an experiment id", "letters, digits and _.:-, at most 160"
+)
 
 
 def _port(text: str) -> int:
