@@ -15,11 +15,16 @@ from chimera.domain.statistics import (
     Moments,
     SequentialResult,
     harmful,
+    least_average_n,
     non_inferiority,
     paired_test,
     proportion_sample_size,
     sample_size,
     sequential_test,
+    sprt,
+    sprt_average_n,
+    sprt_bounds,
+    sprt_log_lr,
     srm_test,
     welch_test,
 )
@@ -488,6 +493,13 @@ BAD = [
     (lambda: welch_test(Moments.of([1.0]), B, alpha=ALPHA), "control.n"),
     (lambda: welch_test(Moments.of([1.0, 1.0]), Moments.of([2.0, 2.0]), alpha=ALPHA), "control.m2"),
     (lambda: welch_test(A, B, alpha=-0.1), "alpha"),
+    (lambda: sprt(A, B, alpha=ALPHA, power=0.04, kind="mean", null=0, alternative=1), "power"),
+    (lambda: sprt(A, B, alpha=ALPHA, power=0.8, kind="mean", null=1, alternative=1), "alternative"),
+    (lambda: sprt(A, B, alpha=ALPHA, power=0.8, kind="mean", null=math.nan, alternative=1), "null"),
+    (lambda: sprt(A, B, alpha=0, power=0.8, kind="mean", null=0, alternative=1), "alpha"),
+    (lambda: sprt(A, B, alpha=ALPHA, power=0.8, kind="median", null=0, alternative=1), "kind"),  # type: ignore[arg-type]
+    (lambda: least_average_n(alpha=ALPHA, power=0.8, information=0), "information"),
+    (lambda: sprt_average_n(alpha=ALPHA, power=1.0, information=1), "power"),
     (lambda: sample_size(alpha=ALPHA, power=1.0, mde=1, sd=1), "power"),
     (lambda: sample_size(alpha=ALPHA, power=0.8, mde=0, sd=1), "mde"),
     (lambda: sample_size(alpha=ALPHA, power=0.8, mde=1, sd=-1), "sd"),
@@ -552,3 +564,99 @@ def test_paired_test_names_the_bad_argument(kwargs: dict, field: str) -> None:
     with pytest.raises(ValidationFailedError) as err:
         paired_test(**kwargs)
     assert err.value.field == field
+
+
+# -- Wald's SPRT ------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(6))
+def test_sprt_log_lr_is_the_gaussian_likelihood_ratio(seed: int) -> None:
+    """log LR = log N(D; alternative, V) - log N(D; null, V), with sequential_test's plug-in V."""
+    rng = np.random.default_rng(seed)
+    c, t = rng.normal(1.0, 2.0, 50 + seed), rng.normal(1.3, 1.5, 70)
+    control, treatment = Moments.of(c), Moments.of(t)
+    null, alternative = -0.2 * seed, 0.5
+    got = sprt(
+        control, treatment, alpha=ALPHA, power=0.8, kind="mean", null=null, alternative=alternative
+    )
+    d = t.mean() - c.mean()
+    v = max(
+        c.var(ddof=1) / len(c) + t.var(ddof=1) / len(t),
+        (((len(c) - 1) * c.var(ddof=1) + (len(t) - 1) * t.var(ddof=1)) / (len(c) + len(t) - 2))
+        * (1 / len(c) + 1 / len(t)),
+    )
+    want = stats.norm.logpdf(d, alternative, math.sqrt(v)) - stats.norm.logpdf(
+        d, null, math.sqrt(v)
+    )
+    assert rel(got.log_lr, want) < 1e-9
+    assert got.p_value == pytest.approx(min(1.0, math.exp(-want)))
+
+
+def test_sprt_decides_at_walds_boundaries() -> None:
+    log_b, log_a = sprt_bounds(ALPHA, 0.8)
+    assert (log_b, log_a) == pytest.approx((math.log(0.2 / 0.95), math.log(20)))
+    rng = np.random.default_rng(3)
+    base = Moments.of(rng.normal(0, 1, 400))
+    better = Moments.of(rng.normal(0.5, 1, 400))
+    same = Moments.of(rng.normal(0, 1, 400))
+    kw = {"alpha": ALPHA, "power": 0.8, "kind": "mean", "null": 0.0, "alternative": 0.3}
+    assert sprt(base, better, **kw).decision == "reject"  # type: ignore[arg-type]
+    assert sprt(base, same, **kw).decision == "accept"  # type: ignore[arg-type]
+    few = sprt(Moments.of([0.1, -0.2, 0.3]), Moments.of([0.0, 0.4, 0.1]), **kw)  # type: ignore[arg-type]
+    assert few.decision == "continue" and few.p_value == 1.0
+    # p never rises once passed back
+    again = sprt(base, same, previous_p=0.3, **kw)  # type: ignore[arg-type]
+    assert again.p_value == 0.3
+
+
+def test_sprt_on_constant_arms_decides_by_the_nearer_hypothesis() -> None:
+    kw = {"alpha": ALPHA, "power": 0.8, "kind": "mean", "null": -5.0, "alternative": 0.0}
+    same = sprt(Moments.of([500.0] * 4), Moments.of([500.0] * 4), **kw)  # type: ignore[arg-type]
+    worse = sprt(Moments.of([500.0] * 4), Moments.of([490.0] * 4), **kw)  # type: ignore[arg-type]
+    assert (same.decision, same.p_value) == ("reject", 0.0)
+    assert (worse.decision, worse.p_value) == ("accept", 1.0)
+    assert worse.to_json()["log_lr"] is None  # JSON has no infinity
+
+
+def test_sprt_on_proportions_uses_the_pooled_bernoulli_variance() -> None:
+    control, treatment = Moments.of([1.0] * 30 + [0.0] * 70), Moments.of([1.0] * 45 + [0.0] * 55)
+    got = sprt(
+        control, treatment, alpha=ALPHA, power=0.8, kind="proportion", null=0.0, alternative=0.1
+    )
+    pbar = 0.375
+    v = pbar * (1 - pbar) * (2 / 100)
+    assert got.log_lr == pytest.approx(0.1 * (0.15 - 0.05) / v)
+
+
+def _sprt_streams(effect: float, experiments: int = 4000, n: int = 1200, seed: int = 0):
+    """Each experiment's first decisive n (n: none) and decision, a look every 5 per arm."""
+    rng = np.random.default_rng(seed)
+    looks = np.arange(5, n + 1, 5)
+    c = rng.normal(0.0, 1.0, (experiments, n)).cumsum(axis=1)[:, looks - 1] / looks
+    t = rng.normal(effect, 1.0, (experiments, n)).cumsum(axis=1)[:, looks - 1] / looks
+    log_lr = sprt_log_lr(t - c, 2.0 / looks, 0.0, 0.2)  # sd known: V = 2 / n
+    log_b, log_a = sprt_bounds(ALPHA, 0.8)
+    decided = (log_lr >= log_a) | (log_lr <= log_b)
+    first = np.where(decided.any(axis=1), decided.argmax(axis=1), len(looks) - 1)
+    rejected = log_lr[np.arange(experiments), first] >= log_a
+    return looks[first], rejected
+
+
+def test_sprt_size_power_and_average_n_agree_with_walds_theory() -> None:
+    """Size <= alpha; power near (above, by overshoot) the plan; the average n lies between
+    the information bound and Wald's approximation plus the overshoot of a 5-per-arm look."""
+    info = 0.2**2 / 4.0
+    wald_h0, wald_h1 = sprt_average_n(alpha=ALPHA, power=0.8, information=info)
+    n0, rejected0 = _sprt_streams(0.0)
+    n1, rejected1 = _sprt_streams(0.2, seed=1)
+    assert rejected0.mean() <= ALPHA
+    assert 0.78 <= rejected1.mean() <= 0.9
+    assert least_average_n(alpha=ALPHA, power=0.8, information=info) < n1.mean()
+    assert wald_h1 * 0.95 < n1.mean() < wald_h1 * 1.3
+    assert wald_h0 * 0.95 < n0.mean() < wald_h0 * 1.3
+
+
+def test_no_test_can_average_below_0_6_of_the_fixed_n_at_the_mde_at_power_0_8() -> None:
+    """The information bound against the one-sided fixed-horizon n: 0.616x at alpha 0.05."""
+    mde = 0.2
+    fixed = sample_size(alpha=ALPHA, power=0.8, mde=mde, sd=1.0, two_sided=False)
+    bound = least_average_n(alpha=ALPHA, power=0.8, information=mde**2 / 4.0)
+    assert bound / fixed == pytest.approx(0.616, abs=0.002)

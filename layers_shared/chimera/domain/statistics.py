@@ -45,6 +45,15 @@ side of the alternative), whose likelihood ratio is
 d the distance from the margin in the direction of "better"; its inversion gives each bound
 of a one-sided (1 - alpha) confidence sequence.
 
+Planned for one effect: Wald's SPRT of delta == null against delta == alternative (e.g. the
+MDE) on the same Gaussian D, log LR = (alternative - null)(D - (null + alternative)/2) / V. It
+rejects at LR >= 1/alpha (Ville, so valid at every look) and accepts H0 at
+LR <= (1 - power)/(1 - alpha) (Wald). No test with the same size and power at the alternative
+can average fewer observations there than d(power || alpha) / KL (binary KL over the KL per
+observation); at alpha 0.05 and power 0.8 that is 0.616x the one-sided fixed-horizon n
+(least_average_n), which is why a sequential test cannot halve the fixed n at the MDE itself:
+its savings come from effects away from the MDE, above all from the nulls it drops early.
+
 Fixed horizon: Welch's t test (Welch 1947) with Welch-Satterthwaite degrees of freedom,
     t = D / sqrt(W),  df = W^2 / ((s_c^2/n_c)^2 / (n_c - 1) + (s_t^2/n_t)^2 / (n_t - 1)),
     W = s_c^2 / n_c + s_t^2 / n_t,
@@ -538,6 +547,121 @@ def harmful(result: SequentialResult, *, margin: float, higher_is_better: bool) 
     if higher_is_better:
         return result.upper < -margin
     return result.lower > margin
+
+
+# -- Wald's SPRT, planned for one effect --------------------------------------------------------
+Decision = Literal["reject", "accept", "continue"]
+
+
+def sprt_log_lr(d: Any, v: Any, null: Any, alternative: Any) -> Any:
+    """log LR of delta == alternative against delta == null, D ~ N(delta, V); arrays allowed."""
+    step = np.asarray(alternative, dtype=np.float64) - null
+    return step * (np.asarray(d, dtype=np.float64) - (null + alternative) / 2.0) / v
+
+
+def sprt_bounds(alpha: float, power: float) -> tuple[float, float]:
+    """(log B, log A): accept H0 at or below log B = log((1 - power) / (1 - alpha)), reject it
+    at or above log A = log(1 / alpha) (Ville's bound, not Wald's (power / alpha))."""
+    return math.log((1.0 - power) / (1.0 - alpha)), -math.log(alpha)
+
+
+def sprt_average_n(*, alpha: float, power: float, information: float) -> tuple[float, float]:
+    """Wald's approximate average sample numbers (under H0, under H1) of `sprt`, overshoot
+    ignored; `information` is the KL divergence between the hypotheses per unit of n, e.g.
+    mde^2 / (4 sd^2) per observation in each of two arms."""
+    alpha, power = _open_unit("alpha", alpha), _open_unit("power", power)
+    information = _positive("information", information)
+    log_b, log_a = sprt_bounds(alpha, power)
+    under_h0 = ((1.0 - alpha) * log_b + alpha * log_a) / -information
+    under_h1 = (power * log_a + (1.0 - power) * log_b) / information
+    return under_h0, under_h1
+
+
+def least_average_n(*, alpha: float, power: float, information: float) -> float:
+    """The fewest observations, on average under H1, that any test (sequential or not) with
+    size alpha and this power can use: E1[N] * KL >= d(power || alpha), the binary KL
+    divergence (Wald's identity and the data-processing inequality)."""
+    alpha, power = _open_unit("alpha", alpha), _open_unit("power", power)
+    information = _positive("information", information)
+    kl = power * math.log(power / alpha) + (1.0 - power) * math.log((1.0 - power) / (1.0 - alpha))
+    return kl / information
+
+
+@dataclass(frozen=True)
+class SprtResult:
+    difference: float  # treatment mean - control mean
+    log_lr: float  # log likelihood ratio of the alternative against the null
+    p_value: float  # always valid: min(previous_p, 1 / LR)
+    decision: Decision  # reject H0, accept H0 (the planned effect is not there), or continue
+    n_control: int
+    n_treatment: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "difference": self.difference,
+            "log_lr": self.log_lr if math.isfinite(self.log_lr) else None,
+            "p_value": self.p_value,
+            "decision": self.decision,
+            "n_control": self.n_control,
+            "n_treatment": self.n_treatment,
+        }
+
+
+def sprt(
+    control: Moments,
+    treatment: Moments,
+    *,
+    alpha: float,
+    power: float,
+    kind: Kind,
+    null: float,
+    alternative: float,
+    previous_p: float = 1.0,
+) -> SprtResult:
+    """Wald's sequential probability ratio test of delta == null against delta == alternative
+    (delta = treatment mean - control mean), for an experiment planned around one effect.
+
+    D ~ N(delta, V) with the plug-in V of `sequential_test`; the log likelihood ratio is
+        log LR = (alternative - null) (D - (null + alternative) / 2) / V.
+    LR is a martingale under H0, so rejecting at LR >= 1 / alpha keeps the size <= alpha at
+    every look (Ville), and p = min(previous_p, 1 / LR) is always valid. It also accepts H0 at
+    LR <= (1 - power) / (1 - alpha) (Wald), so an experiment without the planned effect ends
+    early too. Among all tests with the same error rates at `null` and `alternative`, the SPRT
+    uses the fewest observations on average at both (Wald & Wolfowitz 1948); on a continuum of
+    effects the mixture test (`sequential_test`) does not need the effect to be planned.
+    Arms that are both constant know the difference exactly: it decides by the nearer
+    hypothesis.
+    """
+    control, treatment, alpha, kind, _, previous_p = _prepare(
+        control, treatment, alpha, kind, None, previous_p
+    )
+    power = _open_unit("power", power)
+    if power <= alpha:
+        raise ValidationFailedError("power", f"must exceed alpha ({alpha}), got {power}")
+    null, alternative = _finite("null", null), _finite("alternative", alternative)
+    if alternative == null:
+        raise ValidationFailedError("alternative", f"must differ from null ({null})")
+    diff = treatment.mean - control.mean
+    log_lr = 0.0
+    if control.n >= 2 and treatment.n >= 2:
+        d, v, _ = (
+            float(x)
+            for x in msprt_terms(
+                control.n, control.mean, control.m2, treatment.n, treatment.mean,
+                treatment.m2, kind=kind, tau=1.0,
+            )
+        )  # fmt: skip
+        if v > 0.0:
+            log_lr = float(sprt_log_lr(d, v, null, alternative))
+        else:  # both arms constant: the sign of the evidence is certain
+            toward = (alternative - null) * (d - (null + alternative) / 2.0)
+            log_lr = math.inf if toward > 0 else -math.inf if toward < 0 else 0.0
+    p = min(previous_p, math.exp(-log_lr) if log_lr > 0 else 1.0)
+    log_b, log_a = sprt_bounds(alpha, power)
+    decision: Decision = (
+        "reject" if log_lr >= log_a else "accept" if log_lr <= log_b else "continue"
+    )
+    return SprtResult(diff, log_lr, p, decision, control.n, treatment.n)
 
 
 # -- sample-ratio mismatch --------------------------------------------------------------------
