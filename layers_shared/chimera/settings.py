@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -41,6 +41,10 @@ class _Common(BaseModel):
     canary_min_samples: int = Field(default=100, ge=2)
     canary_max_bakes: int = Field(default=8, ge=1, le=1000)
     canary_alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    # The last step's judgement; sprt is planned for the suite's margin ("worse by the margin"
+    # against "no worse at all") at this power.
+    canary_analysis: Literal["sequential", "sprt", "welch"] = "sequential"
+    canary_power: float = Field(default=0.8, gt=0, lt=1)
 
     @field_validator("canary_steps", mode="before")
     @classmethod
@@ -50,21 +54,31 @@ class _Common(BaseModel):
             value = tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    def canary(self) -> ExperimentConfig:
-        """The canary configuration of this deployment (ValidationFailedError naming it)."""
+    def canary(self, **suite: Any) -> ExperimentConfig:
+        """The canary configuration of this deployment, with a suite's own fields (`metric`,
+        `margin`, `guardrails`) when given (ValidationFailedError naming the variable, or the
+        suite's field)."""
         try:
-            return ExperimentConfig(
-                steps=self.canary_steps,
-                bake_s=self.canary_bake_s,
-                min_samples=self.canary_min_samples,
-                max_bakes=self.canary_max_bakes,
-                alpha=self.canary_alpha,
+            return ExperimentConfig.model_validate(
+                {
+                    "steps": self.canary_steps,
+                    "bake_s": self.canary_bake_s,
+                    "min_samples": self.canary_min_samples,
+                    "max_bakes": self.canary_max_bakes,
+                    "alpha": self.canary_alpha,
+                    "analysis": self.canary_analysis,
+                    "power": self.canary_power,
+                    **suite,
+                }
             )
         except ValidationError as exc:
-            raise ValidationFailedError(
-                f"{ENV_PREFIX}CANARY_{str(exc.errors()[0]['loc'][0]).upper()}",
-                exc.errors()[0]["msg"],
-            ) from exc
+            err = exc.errors()[0]
+            # a rule across fields names its field first: "Value error, power: must ..."
+            name = str(err["loc"][0]) if err["loc"] else err["msg"].split(", ", 1)[-1]
+            name = name.split(":", 1)[0]
+            ours = f"canary_{name}" in type(self).model_fields and name not in suite
+            field = f"{ENV_PREFIX}CANARY_{name.upper()}" if ours else name
+            raise ValidationFailedError(field, err["msg"]) from exc
 
 
 class LocalSettings(_Common):

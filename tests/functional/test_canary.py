@@ -34,10 +34,10 @@ def _config() -> dict:
     return config
 
 
-def _canary(name: str, candidate: int, incumbent: int) -> dict:
+def _canary(name: str, candidate: int, incumbent: int, **config_changes: object) -> dict:
     from chimera_local.workflows import local_executor, state_machine_arn
 
-    config = _config()
+    config = {**_config(), **config_changes}
     executor = local_executor()
     out = executor.start(
         state_machine_arn("canary-rollout"),
@@ -97,6 +97,34 @@ def test_a_worse_candidate_is_rolled_back(home: Path, only_cartpole: Path) -> No
     assert any("rolled-back" in s for s in decisions), decisions
 
 
+def test_an_sprt_canary_rolls_back_a_candidate_without_the_planned_effect_and_promotes_one_with_it(
+    home: Path, only_cartpole: Path
+) -> None:
+    """analysis "sprt": Wald's test of "no better" (margin 0) against "better by 50": the
+    incumbent's own genes again are rolled back by acceptance of the null, not by running out
+    of bakes; the balancing policy is promoted by rejection of it."""
+    start_live_cartpole("setup")
+    store = deps().store
+    live = store.get_genome(AGENT, 1)
+    _genome(2, live.genes)
+    _canary("sprt-same", candidate=2, incumbent=1, analysis="sprt", margin=0.0, mde=50.0)
+    same = store.get_experiment("sprt-same")
+    assert same.verdict == Verdict.ROLLED_BACK, same.reason
+    assert "the planned effect is not there" in (same.reason or "")
+    assert same.statistics["sprt"]["decision"] == "accept"
+    assert (same.statistics["sprt"]["null"], same.statistics["sprt"]["alternative"]) == (0, 50)
+    assert same.bakes < same.config.max_bakes  # decided, not timed out
+    assert store.get_alias(AGENT).weights == {1: 1.0}  # type: ignore[union-attr]
+
+    _genome(3, GOOD)
+    _canary("sprt-good", candidate=3, incumbent=1, analysis="sprt", margin=0.0, mde=50.0)
+    good = store.get_experiment("sprt-good")
+    assert good.verdict == Verdict.PROMOTED, good.reason
+    assert good.statistics["sprt"]["decision"] == "reject"
+    assert good.statistics["sprt"]["p_value"] < 0.05
+    assert store.get_alias(AGENT).weights == {3: 1.0}  # type: ignore[union-attr]
+
+
 def test_every_canary_task_can_run_twice(home: Path, only_cartpole: Path) -> None:
     """A retried task (its Lambda answered, the answer was lost) writes nothing new."""
     from chimera_local.workflows import bake, handler_for
@@ -152,9 +180,17 @@ def test_every_canary_task_can_run_twice(home: Path, only_cartpole: Path) -> Non
     assert len(concluded) == 1
 
 
-@pytest.mark.parametrize("field", ["candidate_version", "config"])
+@pytest.mark.parametrize(
+    ("field", "config"),
+    [
+        ("candidate_version", None),
+        ("steps", {"steps": [0.5, 0.2]}),
+        ("mde", {"analysis": "sprt", "margin": 0.0}),
+        ("power", {"analysis": "sprt", "mde": 1.0, "power": 0.01}),
+    ],
+)
 def test_a_bad_start_is_refused_naming_the_field(
-    home: Path, only_cartpole: Path, field: str
+    home: Path, only_cartpole: Path, field: str, config: dict | None
 ) -> None:
     from chimera.domain.errors import ValidationFailedError
 
@@ -168,7 +204,10 @@ def test_a_bad_start_is_refused_naming_the_field(
         "candidate_version": 2,
         "incumbent_version": 1,
     }
-    event[field] = {"steps": [0.5, 0.2]} if field == "config" else -3
+    if config is None:
+        event[field] = -3
+    else:
+        event["config"] = config
     with pytest.raises(ValidationFailedError, match=field):
         handler_for("refinement")(event)
     assert deps().store.list_experiments() == []

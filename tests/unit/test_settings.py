@@ -50,6 +50,28 @@ def test_bad_values_are_named(env, field):
     assert err.value.field == field
 
 
+def test_the_canary_reads_its_analysis_from_the_environment():
+    canary = load_settings({"CHIMERA_CANARY_ANALYSIS": "sprt", "CHIMERA_CANARY_POWER": "0.9"})
+    config = canary.canary(margin=5.0)
+    assert (config.analysis, config.power) == ("sprt", 0.9)
+    assert config.sprt_hypotheses() == (-5.0, 0.0)  # worse by the margin against no worse
+    lower = config.model_copy(update={"higher_is_better": False, "mde": 2.0})
+    assert lower.sprt_hypotheses() == (5.0, 3.0)
+
+
+def test_an_sprt_canary_needs_power_above_alpha_and_an_effect():
+    sprt = {"CHIMERA_CANARY_ANALYSIS": "sprt"}
+    with pytest.raises(ValidationFailedError) as err:
+        load_settings({**sprt, "CHIMERA_CANARY_POWER": "0.01"}).canary(margin=1.0)
+    assert err.value.field == "CHIMERA_CANARY_POWER"
+    with pytest.raises(ValidationFailedError) as err:
+        load_settings(sprt).canary(margin=0.0)  # a suite without a margin plans no effect
+    assert err.value.field == "mde"
+    with pytest.raises(ValidationFailedError) as err:
+        load_settings(sprt).canary(margin=-1.0)
+    assert err.value.field == "margin"
+
+
 def test_the_lambda_package_never_imports_the_local_backend():
     """chimera_local is not shipped: only runtime's local branch may name it, lazily."""
     root = Path(__file__).resolve().parents[2] / "layers_shared" / "chimera"

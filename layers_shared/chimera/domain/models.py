@@ -500,8 +500,22 @@ class ExperimentConfig(Frozen):
     )
     srm_threshold: float = Field(default=0.001, gt=0, lt=0.5)
     guardrails: GuardrailConfig = GuardrailConfig()
-    analysis: Literal["sequential", "welch"] = Field(
-        default="sequential", description="welch: one fixed-horizon test at the last step"
+    analysis: Literal["sequential", "sprt", "welch"] = Field(
+        default="sequential",
+        description=(
+            "the last step's judgement. sequential: the mixture test's confidence sequence; "
+            "sprt: Wald's SPRT of 'worse by the margin' against 'worse by margin - mde', which "
+            "also rolls back early when the data favour the first; welch: one fixed-horizon test"
+        ),
+    )
+    mde: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e12,
+        description="sprt: the effect it is planned for, toward better (default: the margin)",
+    )
+    power: float = Field(
+        default=0.8, gt=0, lt=1, description="sprt: the chance to promote a candidate mde better"
     )
 
     @field_validator("steps")
@@ -512,6 +526,20 @@ class ExperimentConfig(Frozen):
         if steps[-1] != 1.0:
             raise ValueError("steps: the last step gives the candidate all traffic (1.0)")
         return steps
+
+    @model_validator(mode="after")
+    def _sprt_planned(self) -> ExperimentConfig:
+        if self.analysis == "sprt" and self.mde is None and self.margin == 0.0:
+            raise ValueError("mde: analysis sprt needs an mde when the margin is 0")
+        if self.analysis == "sprt" and self.power <= self.alpha:
+            raise ValueError(f"power: must exceed alpha ({self.alpha})")
+        return self
+
+    def sprt_hypotheses(self) -> tuple[float, float]:
+        """(null, alternative) for the difference candidate - incumbent under analysis sprt."""
+        toward_better = 1.0 if self.higher_is_better else -1.0
+        mde = self.margin if self.mde is None else self.mde
+        return -toward_better * self.margin, toward_better * (mde - self.margin)
 
 
 class Experiment(Frozen):

@@ -39,6 +39,7 @@ from chimera.domain.models import (
     FitnessPoint,
     Generation,
     Genome,
+    GuardrailConfig,
     Individual,
     RunStatus,
     Strategy,
@@ -426,13 +427,12 @@ def experiment_id(run: EvolutionRun) -> str:
 
 def canary_config(deps: Deps, suite_name: str) -> ExperimentConfig:
     """The deployment's canary, judged on the suite's live metric with the suite's margins."""
-    config = deps.settings.canary()
     suite = get_suite(suite_name)
-    guardrails = config.guardrails
+    guardrails = GuardrailConfig()
     if suite.latency_p95_margin is not None:
         guardrails = guardrails.model_copy(update={"latency_p95_margin": suite.latency_p95_margin})
-    return config.model_copy(
-        update={"metric": suite.live_metric, "margin": suite.margin, "guardrails": guardrails}
+    return deps.settings.canary(
+        metric=suite.live_metric, margin=suite.margin, guardrails=guardrails
     )
 
 

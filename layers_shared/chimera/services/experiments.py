@@ -13,7 +13,10 @@ at ingestion for every KPI a routed job recorded: never the raw KPIs) and judges
 - the primary metric (the suite's score), by an always-valid sequential test (mSPRT with its
   confidence sequence): harmful → roll back; at the last step before full traffic, promote
   only when the sequence shows the candidate no worse than the margin (non-inferior);
-  `analysis="welch"` makes that last judgement a fixed-horizon Welch test instead.
+  `analysis="welch"` makes that last judgement a fixed-horizon Welch test instead, and
+  `analysis="sprt"` Wald's SPRT of "worse by the margin" against "worse by margin - mde",
+  which rolls back as soon as the data favour the first (the fewest jobs on average when the
+  candidate is at either hypothesis: bench/experiment_bench.py).
 
 A step that cannot decide within `max_bakes` bakes rolls back: no change takes traffic until
 the statistics show it is no worse. Every task is safe to run twice: each writes once,
@@ -44,6 +47,7 @@ from chimera.domain.statistics import (
     harmful,
     non_inferiority,
     sequential_test,
+    sprt,
     srm_test,
     welch_test,
 )
@@ -264,6 +268,32 @@ def _non_inferior(
 ) -> tuple[str, str, dict[str, Any]] | None:
     """Promote when the candidate is shown no worse than the margin; None: not yet shown."""
     cfg = exp.config
+    if cfg.analysis == "sprt":
+        null, alternative = cfg.sprt_hypotheses()
+        wald = sprt(
+            control, treatment, alpha=cfg.alpha, power=cfg.power, kind=cfg.metric,
+            null=null, alternative=alternative,
+        )  # fmt: skip
+        stats["sprt"] = {**wald.to_json(), "null": null, "alternative": alternative}
+        if wald.decision == "reject":
+            return (
+                "promote",
+                (
+                    f"SPRT: difference {alternative:.4g} over {null:.4g} (observed "
+                    f"{wald.difference:.4g}, p {wald.p_value:.3g}): no worse than the margin"
+                ),
+                stats,
+            )
+        if wald.decision == "accept":
+            return (
+                "rollback",
+                (
+                    f"SPRT: difference {null:.4g} over {alternative:.4g} (observed "
+                    f"{wald.difference:.4g}): the planned effect is not there"
+                ),
+                stats,
+            )
+        return None
     if cfg.analysis == "welch" and control.n >= 2 and treatment.n >= 2:
         try:
             fixed = welch_test(control, treatment, alpha=2 * cfg.alpha)  # one-sided bound
