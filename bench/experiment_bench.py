@@ -21,6 +21,14 @@ binomial batch counts (exact too); lognormal streams as raw draws.
    tau (the mixture's scale) is chosen from the MDE, tau = c * MDE, c from the table printed
    first (Johari et al.: match the mixture to the effects the experiment is planned for).
    Goal: average sequential n <= 0.6 x fixed n.
+3. Planned for the MDE: Wald's SPRT (analysis "sprt") of "no effect" against "the MDE", one
+   sided as a canary's question is, rejecting at LR >= 1/alpha (valid at every look) and
+   accepting the null at LR <= (1 - power)/(1 - alpha). Against the one-sided fixed-horizon n
+   at the same alpha and at the power the SPRT reaches at the MDE: its average n at true
+   effects 0 to 2 MDEs, and over an even mix of null and MDE experiments. Beside it, the least
+   average n any test with that alpha and power can have at the MDE (statistics.
+   least_average_n): 0.62x of the fixed n at power 0.8, so no test meets the goal at the MDE
+   itself; the SPRT meets it by stopping the null experiments early.
 
 Run: .venv/bin/python bench/experiment_bench.py [--quick]
 """
@@ -38,10 +46,13 @@ from statistics import NormalDist
 import numpy as np
 from chimera.domain.statistics import (
     Kind,
+    least_average_n,
     msprt_log_lr,
     msprt_radius,
     msprt_terms,
     sample_size,
+    sprt_bounds,
+    sprt_log_lr,
 )
 from scipy import stats as scipy_stats  # bench only: the peeking Welch contrast, vectorized
 
@@ -49,6 +60,7 @@ ALPHA = 0.05
 POWER = 0.8
 GOAL_FPR = ALPHA
 GOAL_RATIO = 0.6
+MIN_N = 20  # section 3: observations per arm before the SPRT judges
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # (n, mean, m2), shape (experiments, looks)
 
@@ -349,6 +361,108 @@ def report_size(experiments: int, batch: int, mde: float = 0.2,
     return rows
 
 
+# -- 3. the SPRT, planned for the MDE ----------------------------------------------------------
+@dataclass(frozen=True)
+class SprtRow:
+    effect: float  # true effect, in MDEs
+    rejected: float  # share that rejected "no effect" (at effect 0: the size)
+    avg_n: float  # average n per arm when it stopped (undecided: the horizon)
+    undecided: float  # share still undecided at the horizon
+
+
+def sprt_rows(experiments: int, batch: int, mde: float, effects: Sequence[float],
+              horizon: int, seed: int = 13) -> list[SprtRow]:  # fmt: skip
+    """Each experiment stops at its first look past either boundary (or at the horizon),
+    judged once both arms hold MIN_N (as a canary waits for min_samples)."""
+    looks = math.ceil(horizon / batch)
+    log_b, log_a = sprt_bounds(ALPHA, POWER)
+    rows = []
+    for i, effect in enumerate(effects):
+        rng = np.random.default_rng([seed, i])
+        control = normal_arm(rng, experiments, looks, batch)
+        treatment = normal_arm(rng, experiments, looks, batch, mu=effect * mde)
+        diff, v, _ = msprt_terms(*control, *treatment, kind="mean", tau=mde)
+        log_lr = sprt_log_lr(diff, v, 0.0, mde)
+        decided = ((log_lr >= log_a) | (log_lr <= log_b)) & (control[0] >= MIN_N)
+        stopped = decided.any(axis=1)
+        first = np.where(stopped, decided.argmax(axis=1), looks - 1)
+        rejected = log_lr[np.arange(experiments), first] >= log_a
+        rows.append(
+            SprtRow(
+                effect,
+                float(rejected.mean()),
+                float(((first + 1) * batch).mean()),
+                float(1.0 - stopped.mean()),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class SprtSummary:
+    batch: int  # a look every `batch` per arm
+    rows: list[SprtRow]
+    power: float  # the SPRT's at the MDE
+    fixed_n: int  # one-sided fixed horizon at alpha and that power
+    bound_n: float  # the least average n of any test with that alpha and power, at the MDE
+
+    def row(self, effect: float) -> SprtRow:
+        return next(r for r in self.rows if r.effect == effect)
+
+    @property
+    def at_mde(self) -> float:
+        return self.row(1.0).avg_n / self.fixed_n
+
+    @property
+    def even_mix(self) -> float:
+        return (self.row(0.0).avg_n + self.row(1.0).avg_n) / 2.0 / self.fixed_n
+
+
+def sprt_summary(experiments: int, batch: int, mde: float,
+                 effects: Sequence[float] = (0.0, 0.5, 1.0, 1.5, 2.0)) -> SprtSummary:  # fmt: skip
+    horizon = 4 * sample_size(alpha=ALPHA, power=POWER, mde=mde, sd=1.0, two_sided=False)
+    rows = sprt_rows(experiments, batch, mde, effects, horizon)
+    power = next(r.rejected for r in rows if r.effect == 1.0)
+    fixed_n = sample_size(alpha=ALPHA, power=power, mde=mde, sd=1.0, two_sided=False)
+    bound = least_average_n(alpha=ALPHA, power=power, information=mde * mde / 4.0)
+    return SprtSummary(batch, rows, power, fixed_n, bound)
+
+
+def report_sprt(experiments: int, batches: Sequence[int] = (10, 2),
+                mde: float = 0.2) -> list[SprtSummary]:  # fmt: skip
+    log_b, log_a = sprt_bounds(ALPHA, POWER)
+    print(
+        f'\n3) planned for the MDE: Wald\'s SPRT of 0 against {mde} sd (analysis "sprt"), '
+        f"one-sided, alpha {ALPHA}, planned power {POWER}: reject at LR >= {math.exp(log_a):g}, "
+        f"accept at LR <= {math.exp(log_b):.3f},\n   judged from {MIN_N} per arm on; "
+        f"{experiments:,} experiments per row; against the one-sided fixed-horizon n at alpha "
+        f"{ALPHA} and the power the SPRT reaches at the MDE"
+    )
+    out = []
+    for batch in batches:
+        s = sprt_summary(experiments, batch, mde)
+        print(
+            f"   a look every {batch} per arm: power {s.power:.3f} at the MDE, so the fixed n/arm "
+            f"is {s.fixed_n:,}; no test with this alpha and power averages under "
+            f"{s.bound_n:,.0f} ({s.bound_n / s.fixed_n:.3f}x) there"
+        )
+        print(
+            f"{'true effect':>11} {'rejects':>8} {'undecided':>9} {'avg n/arm':>9} {'vs fixed':>8}"
+        )
+        for r in s.rows:
+            print(
+                f"{r.effect:>9g}x {r.rejected:>8.4f} {r.undecided:>9.4f} {r.avg_n:>9,.1f} "
+                f"{r.avg_n / s.fixed_n:>7.3f}x"
+            )
+        print(
+            f"   at the MDE: {s.at_mde:.3f}x (bound {s.bound_n / s.fixed_n:.3f}x); half null, "
+            f"half MDE experiments: {s.even_mix:.3f}x - goal "
+            f"{'met' if s.even_mix <= GOAL_RATIO else 'NOT met'} (<= {GOAL_RATIO}x)"
+        )
+        out.append(s)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer experiments")
@@ -356,6 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     experiments = 1_000 if args.quick else 10_000
     report_aa(experiments, looks=40)
     report_size(experiments, batch=10)
+    report_sprt(2 * experiments)
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chimera.domain.statistics import sample_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 evolution_bench = importlib.import_module("evolution_bench")
@@ -126,6 +127,23 @@ def test_experiment_bench_size_rows_compare_equal_power(capsys):
         if r.effect == 1.0:
             assert r.seq_power >= 0.8 or r.cap_n >= 4 * 393  # capped where power reaches 0.8
         assert r.ratio == pytest.approx(r.avg_n / 393)
+
+
+def test_experiment_bench_sprt_rows_compare_equal_alpha_and_power(capsys):
+    (summary,) = experiment_bench.report_sprt(experiments=400, batches=(20,))
+    out = capsys.readouterr().out
+    assert "SPRT" in out and "goal" in out
+    assert [r.effect for r in summary.rows] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert summary.fixed_n == sample_size(
+        alpha=0.05, power=summary.power, mde=0.2, sd=1.0, two_sided=False
+    )
+    assert summary.row(0.0).rejected <= 0.05 + 3 * (0.05 * 0.95 / 400) ** 0.5  # its size
+    assert summary.row(1.0).avg_n >= summary.bound_n * 0.9  # nothing beats the bound by much
+    for r in summary.rows:
+        assert 20 <= r.avg_n <= 4 * 310
+    assert summary.even_mix == pytest.approx(
+        (summary.row(0.0).avg_n + summary.row(1.0).avg_n) / 2 / summary.fixed_n
+    )
 
 
 def test_changepoint_bench_scores_every_detector_on_the_same_streams(capsys):
