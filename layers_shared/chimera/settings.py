@@ -26,6 +26,10 @@ class _Common(BaseModel):
     budget_usd: float = Field(default=25.0, ge=0)
     deadline_s: float = Field(default=900.0, gt=0)
     shard_size: int = Field(default=64, gt=0, le=10_000)
+    # A generation of more shards than this is evaluated by a Distributed Map (shards staged
+    # in the artifact store, one child execution each); fewer keep the inline Map, which AWS
+    # runs at most 40 iterations at a time.
+    distributed_map_threshold: int = Field(default=40, ge=0, le=100_000)
     allow_wasi: bool = False
     # The evaluation Lambda's size: layer 8 prices the Lambda placement from these.
     evaluator_memory_mb: int = Field(default=1769, ge=128, le=10_240)
