@@ -74,6 +74,13 @@ class AgentManifest(Frozen):
         default=("score", "latency_ms", "fuel", "success"), max_length=64
     )
     module: str = Field(default="agent.wasm", min_length=1, max_length=256)
+    # The batched torch form of the policy (gpu_jobs/twins/), checked against this module
+    # before a GPU job uses it: "linear" outputs w . obs + b, "linear-step" 1 when that is
+    # > 0, else 0 (genes: obs_len weights, then the bias). None: the agent has no GPU path.
+    # Left out of the JSON when absent, so manifests without one keep their digests.
+    twin: Literal["linear", "linear-step"] | None = Field(
+        default=None, exclude_if=lambda v: v is None
+    )
 
     @field_validator("genome")
     @classmethod
