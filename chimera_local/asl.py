@@ -25,8 +25,26 @@ Failures behave as AWS documents them:
 * Map: items run concurrently, at most `MaxConcurrency` at a time (0: no limit), each in a
   worker thread; results keep item order. The first iteration to fail fails the Map: no
   further item starts, the ones in flight finish and are recorded MapIterationAborted, and
-  the Map's Retry/Catch see that first error. Distributed-Map fields
+  the Map's Retry/Catch see that first error. In an inline Map the Distributed-Map fields
   (ToleratedFailure*, ItemReader, ResultWriter, ItemBatcher) are refused with States.Runtime.
+* Distributed Map (`ItemProcessor.ProcessorConfig.Mode: DISTRIBUTED`): each item runs as a
+  child execution with its own history (STANDARD or EXPRESS alike), at most MaxConcurrency
+  at a time (0: up to `map_workers` threads here; AWS allows 10,000). The parent records
+  MapStateEntered, MapStateStarted, MapRunStarted, MapRunSucceeded|Failed,
+  MapStateSucceeded|Failed, MapStateExited, whatever the item count. `ItemReader`
+  (`s3:getObject`, ReaderConfig InputType JSON or JSONL, MaxItems) reads the items from a
+  bucket of `buckets` (locally the blob store); a child that fails does not stop the others
+  until the failures exceed ToleratedFailureCount or ToleratedFailurePercentage (each
+  default 0, or their ...Path), when no further child starts and the map fails with
+  States.ExceedToleratedFailureThreshold. `ResultWriter` (`s3:putObject`, Bucket, Prefix,
+  WriterConfig OutputType JSON|JSONL, Transformation NONE) writes what AWS writes:
+  `<Prefix>/<map run id>/manifest.json` ({DestinationBucket, MapRunArn, ResultFiles:
+  {FAILED, PENDING, SUCCEEDED: [{Key, Size}]}}) and SUCCEEDED_0.json / FAILED_0.json /
+  PENDING_0.json, each an array of the children's {ExecutionArn, Name, StateMachineArn,
+  Status, StartDate, StopDate, Input, InputDetails, Output, OutputDetails | Error, Cause}
+  (PENDING: the items never started); results are written when the map fails too. The Map's
+  result is then {MapRunArn, ResultWriterDetails: {Bucket, Key of the manifest}}; without a
+  ResultWriter, the children's outputs in item order (a failed child's entry as above).
 
 Standard-workflow quotas are enforced as AWS enforces them, so a design that would break
 them in the cloud breaks here first:
@@ -58,11 +76,20 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from chimera.domain.errors import ChimeraError
 
 Handler = Callable[[Any], Any]
+
+
+class Bucket(Protocol):
+    """What the S3 integrations of a Distributed Map use: objects by key."""
+
+    def get(self, key: str) -> bytes: ...
+    def put(self, key: str, data: bytes) -> None: ...
+
+
 _MISSING = object()
 _MAX_DELAY_SECONDS = 31_622_401  # the largest MaxDelaySeconds ASL accepts
 _DISTRIBUTED_MAP_FIELDS = (
@@ -179,6 +206,9 @@ class AslExecutor:
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
     executions: dict[str, ExecutionHistory] = field(default_factory=dict)
+    # S3 buckets by name, for ItemReader and ResultWriter (None: no such bucket).
+    buckets: Callable[[str], Bucket | None] = lambda name: None
+    map_workers: int = 32  # threads of a Distributed Map with no MaxConcurrency
     # Executions started without waiting (`states:startExecution`): each runs after the one
     # that started it has finished, in the order started (AWS runs them at once, independently).
     started: list[tuple[str, Any, str]] = field(default_factory=list)
@@ -232,20 +262,26 @@ class AslExecutor:
     def _execute(self, machine_arn: str, input_: Any, name: str) -> Any:
         machine, arn = self._admit(machine_arn, name)
         history = ExecutionHistory(arn, name, machine.name)
-        self.executions[arn] = history
+        return self._execution(machine.definition, machine_arn, history, input_)
+
+    def _execution(
+        self, definition: dict[str, Any], machine_arn: str, history: ExecutionHistory, input_: Any
+    ) -> Any:
+        """Run `definition` as one execution recorded in `history`, to its end."""
+        self.executions[history.arn] = history
         ctx = {
             "Execution": {
-                "Id": arn,
-                "Name": name,
+                "Id": history.arn,
+                "Name": history.name,
                 "Input": copy.deepcopy(input_),
                 "StartTime": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
             },
-            "StateMachine": {"Id": machine_arn, "Name": machine.name},
+            "StateMachine": {"Id": machine_arn, "Name": history.machine},
         }
         try:
             history.add("ExecutionStarted")
             history.measure(input_, "execution input")
-            output = self._run(machine.definition, input_, ctx, history)
+            output = self._run(definition, input_, ctx, history)
         except _StatesError:
             if history.status == "RUNNING":
                 history.events.append("ExecutionFailed")
@@ -429,6 +465,9 @@ class AslExecutor:
         self, state: dict[str, Any], effective: Any, ctx: dict[str, Any], history: ExecutionHistory
     ) -> list[Any]:
         state_name = ctx["State"]["Name"]
+        processor = state.get("ItemProcessor") or state["Iterator"]
+        if processor.get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED":
+            return self._distributed_map(state, effective, ctx, history)
         for unsupported in _DISTRIBUTED_MAP_FIELDS:
             if unsupported in state:
                 raise _TerminalError(
@@ -445,7 +484,6 @@ class AslExecutor:
         )
         if not _num(limit) or limit < 0:
             raise _TerminalError("States.Runtime", f"{state_name}: MaxConcurrency {limit!r}")
-        processor = state.get("ItemProcessor") or state["Iterator"]
         selector = state.get("ItemSelector", state.get("Parameters"))
         history.add("MapStateStarted")
         failures: list[_StatesError] = []
@@ -488,6 +526,227 @@ class AslExecutor:
             raise failures[0]
         history.add("MapStateSucceeded")
         return results
+
+    # -- the Distributed Map ------------------------------------------------------------
+    def _distributed_map(
+        self, state: dict[str, Any], effective: Any, ctx: dict[str, Any], history: ExecutionHistory
+    ) -> Any:
+        state_name = ctx["State"]["Name"]
+        if "ItemBatcher" in state:
+            raise _TerminalError("States.Runtime", f"{state_name}: ItemBatcher is not supported")
+        limit = self._number(state, "MaxConcurrency", effective, ctx, 0)
+        tolerated_count = self._number(state, "ToleratedFailureCount", effective, ctx, 0)
+        tolerated_pct = self._number(state, "ToleratedFailurePercentage", effective, ctx, 0)
+        if tolerated_pct > 100:
+            raise _TerminalError(
+                "States.Runtime", f"{state_name}: ToleratedFailurePercentage {tolerated_pct}"
+            )
+        processor = state["ItemProcessor"]
+        selector = state.get("ItemSelector", state.get("Parameters"))
+        label = state.get("Label", state_name)
+        machine_arn = ctx["StateMachine"]["Id"]
+        run_id = str(uuid.uuid4())
+        map_run_arn = f"{machine_arn.replace(':stateMachine:', ':mapRun:')}/{label}:{run_id}"
+        child_machine = f"{ctx['StateMachine']['Name']}/{label}"
+        child_prefix = machine_arn.replace(":stateMachine:", ":execution:") + f"/{label}:"
+        history.add("MapStateStarted")
+        history.add("MapRunStarted")
+        try:
+            if "ItemReader" in state:
+                items = self._read_items(state["ItemReader"], effective, ctx, state_name)
+            else:
+                items = _select(state.get("ItemsPath", "$"), effective, ctx)
+                if not isinstance(items, list):
+                    raise _TerminalError("States.Runtime", "ItemsPath did not select an array")
+        except _StatesError:
+            history.add("MapRunFailed")
+            raise
+        entries: list[dict[str, Any] | None] = [None] * len(items)
+        lock = threading.Lock()
+        failed = 0
+        stop = threading.Event()
+
+        counted = {"ToleratedFailureCount", "ToleratedFailureCountPath"} & state.keys()
+        percent = {"ToleratedFailurePercentage", "ToleratedFailurePercentagePath"} & state.keys()
+
+        def exceeded(failures: int) -> bool:
+            """Over either threshold given (over none given: any failure)."""
+            over_count = failures > tolerated_count
+            over_pct = failures * 100 > tolerated_pct * len(items)
+            if counted and percent:
+                return over_count or over_pct
+            return over_pct if percent else over_count
+
+        def child(index: int, item: Any) -> None:
+            nonlocal failed
+            if stop.is_set():
+                return  # never started: the map run already failed
+            item_ctx = {**ctx, "Map": {"Item": {"Index": index, "Value": item}}}
+            child_input = _render(selector, effective, item_ctx) if selector else item
+            name = hashlib.sha256(f"{run_id}:{index}".encode()).hexdigest()[:32]
+            child_history = ExecutionHistory(child_prefix + name, name, child_machine)
+            entry: dict[str, Any] = {
+                "ExecutionArn": child_history.arn,
+                "Input": json.dumps(child_input, separators=(",", ":")),
+                "InputDetails": {"Included": True},
+                "Name": name,
+                "StartDate": _now(),
+                "StateMachineArn": f"{machine_arn}/{label}",
+            }
+            try:
+                output = self._execution(processor, machine_arn, child_history, child_input)
+            except _StatesError as err:
+                entry |= {"Error": err.error, "Cause": err.cause, "Status": "FAILED"}
+                with lock:
+                    failed += 1
+                    if exceeded(failed):
+                        stop.set()
+            except BaseException:  # not a States error (the process is being stopped)
+                stop.set()
+                raise
+            else:
+                entry |= {
+                    "Output": json.dumps(output, separators=(",", ":")),
+                    "OutputDetails": {"Included": True},
+                    "Status": "SUCCEEDED",
+                }
+            entry["StopDate"] = _now()
+            entries[index] = entry
+
+        if items:
+            cap = int(limit) if limit else self.map_workers
+            workers = max(1, min(cap, len(items)))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=state_name) as pool:
+                futures = [pool.submit(child, i, item) for i, item in enumerate(items)]
+                for future in futures:
+                    exc = future.exception()
+                    if exc is not None:
+                        raise exc
+        for index, item in enumerate(items):
+            if entries[index] is None:
+                entries[index] = {"Input": json.dumps(item), "Status": "PENDING"}
+        done = [e for e in entries if e is not None]
+        breached = exceeded(failed) if failed else False
+        try:
+            if "ResultWriter" in state:
+                result: Any = self._write_results(
+                    state["ResultWriter"], effective, ctx, map_run_arn, run_id, done
+                )
+            else:
+                result = [json.loads(e["Output"]) if "Output" in e else e for e in done]
+        except _StatesError:
+            history.add("MapRunFailed")
+            raise
+        if breached:
+            history.add("MapRunFailed")
+            raise _StatesError(
+                "States.ExceedToleratedFailureThreshold",
+                f"The specified tolerated failure threshold was exceeded: {failed} of "
+                f"{len(items)} item(s) failed (tolerated: {tolerated_count} item(s), "
+                f"{tolerated_pct} %)",
+            )
+        history.add("MapRunSucceeded")
+        history.add("MapStateSucceeded")
+        return result
+
+    def _number(
+        self, state: dict[str, Any], name: str, data: Any, ctx: dict[str, Any], default: float
+    ) -> float:
+        value = (
+            _select(state[name + "Path"], data, ctx)
+            if name + "Path" in state
+            else state.get(name, default)
+        )
+        if not _num(value) or value < 0:
+            raise _TerminalError("States.Runtime", f"{ctx['State']['Name']}: {name} {value!r}")
+        return float(value)
+
+    def _bucket(self, params: Any, error: str) -> tuple[Bucket, str]:
+        if not isinstance(params, dict) or not isinstance(params.get("Bucket"), str):
+            raise _StatesError(error, f"no Bucket in {params!r}")
+        bucket = self.buckets(params["Bucket"])
+        if bucket is None:
+            raise _StatesError(error, f"The specified bucket does not exist: {params['Bucket']}")
+        return bucket, params["Bucket"]
+
+    def _read_items(
+        self, reader: dict[str, Any], data: Any, ctx: dict[str, Any], state_name: str
+    ) -> list[Any]:
+        """ItemReader over `s3:getObject`: a JSON array, or JSON Lines, from a bucket."""
+        if reader.get("Resource") != "arn:aws:states:::s3:getObject":
+            raise _TerminalError(
+                "States.Runtime", f"{state_name}: ItemReader {reader.get('Resource')} locally"
+            )
+        config = reader.get("ReaderConfig", {})
+        kind = config.get("InputType", "JSON")
+        if kind not in ("JSON", "JSONL"):
+            raise _TerminalError("States.Runtime", f"{state_name}: InputType {kind} locally")
+        params = _render(reader.get("Parameters", {}), data, ctx)
+        bucket, name = self._bucket(params, "States.ItemReaderFailed")
+        key = params.get("Key")
+        try:
+            body = bucket.get(str(key)).decode()
+            if kind == "JSON":
+                items = json.loads(body)
+            else:
+                items = [json.loads(line) for line in body.splitlines() if line.strip()]
+        except ChimeraError as exc:  # the blob store's NotFoundError
+            raise _StatesError(
+                "States.ItemReaderFailed", f"s3://{name}/{key}: The specified key does not exist"
+            ) from exc
+        except ValueError as exc:
+            raise _StatesError(
+                "States.ItemReaderFailed", f"s3://{name}/{key} is not {kind}: {exc}"
+            ) from exc
+        if not isinstance(items, list):
+            raise _StatesError("States.ItemReaderFailed", f"s3://{name}/{key} is not an array")
+        most = _select(config["MaxItemsPath"], data, ctx) if "MaxItemsPath" in config else None
+        most = config.get("MaxItems", most)
+        return items[: int(most)] if _num(most) and most > 0 else items
+
+    def _write_results(
+        self,
+        writer: dict[str, Any],
+        data: Any,
+        ctx: dict[str, Any],
+        map_run_arn: str,
+        run_id: str,
+        entries: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """ResultWriter over `s3:putObject`: the files and manifest AWS writes."""
+        state_name = ctx["State"]["Name"]
+        if writer.get("Resource") != "arn:aws:states:::s3:putObject":
+            raise _TerminalError(
+                "States.Runtime", f"{state_name}: ResultWriter {writer.get('Resource')} locally"
+            )
+        config = writer.get("WriterConfig", {})
+        output_type = config.get("OutputType", "JSON")
+        if output_type not in ("JSON", "JSONL") or config.get("Transformation", "NONE") != "NONE":
+            raise _TerminalError("States.Runtime", f"{state_name}: WriterConfig {config} locally")
+        params = _render(writer.get("Parameters", {}), data, ctx)
+        bucket, name = self._bucket(params, "States.ResultWriterFailed")
+        prefix = str(params.get("Prefix", ""))
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        files: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
+        try:
+            for status in files:
+                chosen = [e for e in entries if e["Status"] == status]
+                if not chosen:
+                    continue
+                if output_type == "JSON":
+                    body = json.dumps(chosen, separators=(",", ":")).encode()
+                else:
+                    body = "".join(json.dumps(e) + "\n" for e in chosen).encode()
+                key = f"{prefix}{run_id}/{status}_0.json"
+                bucket.put(key, body)
+                files[status].append({"Key": key, "Size": len(body)})
+            manifest = {"DestinationBucket": name, "MapRunArn": map_run_arn, "ResultFiles": files}
+            key = f"{prefix}{run_id}/manifest.json"
+            bucket.put(key, json.dumps(manifest, indent=2).encode())
+        except ChimeraError as exc:
+            raise _StatesError("States.ResultWriterFailed", f"s3://{name}/{prefix}: {exc}") from exc
+        return {"MapRunArn": map_run_arn, "ResultWriterDetails": {"Bucket": name, "Key": key}}
 
     def _task(
         self, resource: str, params: Any, ctx: dict[str, Any], history: ExecutionHistory
@@ -577,6 +836,10 @@ class AslExecutor:
             "Output": output if parsed else json.dumps(output),
             "Status": "SUCCEEDED",
         }
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _call(handler: Handler, params: Any) -> Any:

@@ -23,9 +23,10 @@ from chimera.catalog import (
     substitute,
 )
 from chimera.runtime import deps
+from chimera.services.execution import LOCAL_ARTIFACT_BUCKET
 from chimera.settings import LocalSettings
 
-from chimera_local.asl import AslExecutor, TaskFailedError
+from chimera_local.asl import AslExecutor, Bucket, TaskFailedError
 from gpu_jobs.evaluate_population import definition
 
 ACCOUNT = "000000000000"
@@ -172,12 +173,19 @@ def bake(seconds: float) -> None:
         drive(ports, experiment.agent_id, jobs=jobs, rate=jobs * len(running) / seconds)
 
 
+def artifact_bucket(name: str) -> Bucket | None:
+    """The S3 bucket a Distributed Map reads its items from and writes its results to: locally
+    the deployment's blob store, under the name the execution layer gives it."""
+    return deps().store.blobs if name == LOCAL_ARTIFACT_BUCKET else None
+
+
 def local_executor(on_state: Callable[[str, str, Any], None] | None = None) -> AslExecutor:
     executor = AslExecutor(
         functions={function_arn(pkg): handler_for(pkg) for _, pkg, _ in LAYERS},
         jobs={GPU_JOB_DEFINITION: run_gpu_job},
         on_state=on_state,
         sleep=bake,
+        buckets=artifact_bucket,
     )
     values = substitutions()
     for name in STATE_MACHINES:

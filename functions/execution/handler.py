@@ -2,15 +2,23 @@
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from chimera.runtime import handle
+from chimera.runtime import Route, handle
 from chimera.services import execution
-from chimera.services.contracts import EvaluateShardRequest, HoldoutRequest, PredictRequest
+from chimera.services.contracts import (
+    CollectShardsRequest,
+    EvaluateShardRequest,
+    HoldoutRequest,
+    PredictRequest,
+    StageShardsRequest,
+)
 
 logger = Logger(service="chimera-execution")
-ROUTES = {
+ROUTES: dict[str, Route] = {
     "evaluate": (EvaluateShardRequest, execution.evaluate_shard),
     "holdout": (HoldoutRequest, execution.holdout),
     "predict": (PredictRequest, execution.predict),
+    "stage": (StageShardsRequest, execution.stage_shards),
+    "collect": (CollectShardsRequest, execution.collect_shards),
 }
 
 

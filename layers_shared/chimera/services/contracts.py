@@ -137,6 +137,60 @@ class EvaluateShardResult(Msg):
     failed: str | None = None
 
 
+class StageShardsRequest(Msg):
+    """A generation's shards, before they are evaluated: staged for a Distributed Map when
+    there are more than the deployment's `distributed_map_threshold`."""
+
+    action: Literal["stage"] = "stage"
+    execution_id: ExecutionId
+    run_id: RunId
+    generation: int = Field(ge=0, le=1_000_000)
+    shards: list[Shard] = Field(min_length=1, max_length=MAX_POPULATION)
+
+
+class StageShardsResult(Msg):
+    distributed: bool
+    shards: int
+    bucket: str | None = Field(default=None, description="where the items and results lie")
+    key: str | None = Field(default=None, description="the items object: a JSON array")
+    results_prefix: str | None = Field(default=None, description="the ResultWriter's prefix")
+
+
+class ResultWriterDetails(Msg):
+    """Where a Distributed Map's ResultWriter put its manifest (the Map state's output)."""
+
+    bucket: str = Field(alias="Bucket", min_length=1, max_length=255)
+    key: str = Field(alias="Key", min_length=1, max_length=1024)
+
+
+class MapRunOutput(Msg):
+    map_run_arn: str = Field(alias="MapRunArn", min_length=1, max_length=2048)
+    result_writer_details: ResultWriterDetails = Field(alias="ResultWriterDetails")
+
+
+class CollectShardsRequest(Msg):
+    action: Literal["collect"] = "collect"
+    execution_id: ExecutionId
+    run_id: RunId
+    generation: int = Field(ge=0, le=1_000_000)
+    map_run: MapRunOutput
+
+
+class FailedShard(Msg):
+    shard: int
+    start: int
+    stop: int
+    error: str
+
+
+class CollectShardsResult(Msg):
+    shards: int
+    succeeded: int
+    failed: list[FailedShard] = Field(
+        description="shards that failed past their retries: their candidates scored as failed"
+    )
+
+
 class HoldoutRequest(Msg):
     action: Literal["holdout"] = "holdout"
     execution_id: ExecutionId

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import zlib
+from typing import Any
 
 import numpy as np
 
 from chimera.domain.errors import NotFoundError, ValidationFailedError
 from chimera.domain.events import KpiRecorded
-from chimera.domain.models import Agent, Alias, KpiRecord
+from chimera.domain.models import Agent, Alias, Decision, KpiRecord
 from chimera.domain.optimizers import Fitness
 from chimera.domain.sandbox import GuestError, finite_number
 from chimera.domain.statistics import Moments
@@ -18,15 +20,22 @@ from chimera.domain.suites import get_suite
 from chimera.ports import AgentRuntime
 from chimera.services import modules
 from chimera.services.contracts import (
+    CollectShardsRequest,
+    CollectShardsResult,
     Differences,
     EvaluateShardRequest,
     EvaluateShardResult,
+    FailedShard,
     HoldoutRequest,
     HoldoutResult,
     PredictRequest,
     PredictResult,
+    Shard,
+    StageShardsRequest,
+    StageShardsResult,
 )
 from chimera.services.deps import Deps
+from chimera.settings import AwsSettings
 
 
 def generation_seed(run_seed: int, generation: int) -> int:
@@ -72,6 +81,166 @@ def evaluate_shard(req: EvaluateShardRequest, deps: Deps) -> EvaluateShardResult
         {i.index: f.to_json() for i, f in zip(individuals, fitness, strict=True)},
     )
     return EvaluateShardResult(shard=req.shard, evaluated=len(individuals), failed=failed)
+
+
+# -- the Distributed Map over shards -------------------------------------------------------
+# Locally the artifact "bucket" is the blob store; the local executor reads and writes it
+# under this name (chimera_local.workflows).
+LOCAL_ARTIFACT_BUCKET = "chimera-local-artifacts"
+_MAX_ERROR = 1000  # characters of a failed shard's error kept with each of its candidates
+
+
+def _artifact_location(deps: Deps) -> tuple[str, str]:
+    """The bucket and key prefix of the blob store (S3Blobs' prefix, normalised as it does)."""
+    settings = deps.settings
+    if isinstance(settings, AwsSettings):
+        prefix = settings.artifact_prefix
+        return settings.artifact_bucket, prefix.rstrip("/") + "/" if prefix else ""
+    return LOCAL_ARTIFACT_BUCKET, ""
+
+
+def _staging_key(run_id: str, generation: int) -> str:
+    return f"distributed-map/{run_id}/{generation:06d}"
+
+
+def stage_shards(req: StageShardsRequest, deps: Deps) -> StageShardsResult:
+    """Over the threshold, write the generation's shards as a JSON array for the Distributed
+    Map's ItemReader and say where its ResultWriter is to write; at or under it, nothing.
+
+    The object's key is the run's and generation's, and its bytes are the shards': a retry
+    (or a second run after a crash) writes the same object again.
+    """
+    for i, shard in enumerate(req.shards):
+        if shard.run_id != req.run_id or shard.generation != req.generation:
+            raise ValidationFailedError(
+                f"shards[{i}]",
+                f"shard of {shard.run_id}/{shard.generation}, not {req.run_id}/{req.generation}",
+            )
+    numbers = [s.shard for s in req.shards]
+    if len(set(numbers)) != len(numbers):
+        raise ValidationFailedError("shards", "a shard number appears twice")
+    count = len(req.shards)
+    if count <= deps.settings.distributed_map_threshold:
+        return StageShardsResult(distributed=False, shards=count)
+    bucket, prefix = _artifact_location(deps)
+    base = _staging_key(req.run_id, req.generation)
+    items = [s.model_dump(mode="json") for s in req.shards]
+    deps.store.blobs.put(f"{base}/shards.json", json.dumps(items, separators=(",", ":")).encode())
+    return StageShardsResult(
+        distributed=True,
+        shards=count,
+        bucket=bucket,
+        key=f"{prefix}{base}/shards.json",
+        results_prefix=f"{prefix}{base}/results",
+    )
+
+
+def _read_json(deps: Deps, bucket: str, key: str, what: str) -> Any:
+    """A document the map run wrote, by its S3 key (inside the blob store's prefix)."""
+    ours, prefix = _artifact_location(deps)
+    if bucket != ours:
+        raise ValidationFailedError(what, f"bucket {bucket!r} is not the artifact bucket")
+    if not key.startswith(prefix):
+        raise ValidationFailedError(what, f"{key!r} is outside the artifact prefix {prefix!r}")
+    try:
+        return json.loads(deps.store.blobs.get(key[len(prefix) :]))
+    except ValueError as exc:
+        raise ValidationFailedError(what, f"{key} is not JSON: {exc}") from exc
+
+
+def _shard_of(entry: Any) -> Shard | None:
+    """The shard a child execution evaluated, from its Input (the ItemSelector's output)."""
+    try:
+        data = entry["Input"]
+        return Shard.model_validate(
+            {k: v for k, v in json.loads(data).items() if k in Shard.model_fields}
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _error_of(entry: dict[str, Any], status: str) -> str:
+    if status == "PENDING":
+        return "the map run ended before this shard's child execution ran"
+    error = str(entry.get("Error") or "States.TaskFailed")
+    cause = entry.get("Cause")
+    return (f"{error}: {cause}" if cause else error)[:_MAX_ERROR]
+
+
+def collect_shards(req: CollectShardsRequest, deps: Deps) -> CollectShardsResult:
+    """After the Distributed Map: every shard the map run did not complete (failed past its
+    retries, or never ran) is recorded against its candidates as failed fitness (NaN) with
+    the error, so tell sees every candidate; nothing is dropped in silence.
+
+    Reads the ResultWriter's manifest and its FAILED/PENDING files, and the staged shards (a
+    shard in no result file counts as failed too). A shard that has fitness stored keeps it
+    (its evaluation landed before its execution failed). Safe to run twice: the second run
+    finds the failed shards' fitness written and its decision recorded.
+    """
+    details = req.map_run.result_writer_details
+    manifest = _read_json(deps, details.bucket, details.key, "map_run")
+    try:
+        files = manifest["ResultFiles"]
+        listed = {status: [f["Key"] for f in files.get(status, [])] for status in files}
+    except (KeyError, TypeError) as exc:
+        raise ValidationFailedError("map_run", f"{details.key} is not a manifest: {exc}") from exc
+    staged = _read_json(
+        deps,
+        details.bucket,
+        _artifact_location(deps)[1] + _staging_key(req.run_id, req.generation) + "/shards.json",
+        "map_run",
+    )
+    shards = {s.shard: s for s in (Shard.model_validate(item) for item in staged)}
+    outcome: dict[int, str | None] = {}  # shard -> None (succeeded) or its error
+    for status in ("SUCCEEDED", "FAILED", "PENDING"):
+        for key in listed.get(status, []):
+            for entry in _read_json(deps, details.bucket, key, "map_run"):
+                shard = _shard_of(entry)
+                if shard is None or shard.shard not in shards:
+                    continue
+                if status == "SUCCEEDED":
+                    outcome[shard.shard] = None
+                else:
+                    outcome.setdefault(shard.shard, _error_of(entry, status))
+    for number in shards:
+        outcome.setdefault(number, "no result from the map run for this shard")
+    stored = deps.store.get_shard_fitness(req.run_id, req.generation)
+    failed: list[FailedShard] = []
+    for number, error in sorted(outcome.items()):
+        if error is None:
+            continue
+        shard = shards[number]
+        failed.append(FailedShard(shard=number, start=shard.start, stop=shard.stop, error=error))
+        if all(i in stored for i in range(shard.start, shard.stop)):
+            continue  # evaluated before it failed, or recorded by an earlier run of this step
+        fitness = Fitness((math.nan,)).to_json() | {"error": error}
+        deps.store.put_shard_fitness(
+            req.run_id,
+            req.generation,
+            number,
+            dict.fromkeys(range(shard.start, shard.stop), fitness),
+        )
+    if failed:
+        deps.store.add_decision(
+            Decision(
+                execution_id=req.execution_id,
+                layer="execution",
+                summary=(
+                    f"generation {req.generation}: {len(failed)} of {len(shards)} shard(s) failed "
+                    f"past their retries; their {sum(f.stop - f.start for f in failed)} "
+                    f"candidate(s) scored as failed ({failed[0].error[:200]})"
+                ),
+                detail={
+                    "run_id": req.run_id,
+                    "generation": req.generation,
+                    "failed_shards": [f.shard for f in failed],
+                },
+                key=f"execution:{req.run_id}:{req.generation:06d}:collect",
+            )
+        )
+    return CollectShardsResult(
+        shards=len(shards), succeeded=len(shards) - len(failed), failed=failed
+    )
 
 
 def _holdout_kpi(
