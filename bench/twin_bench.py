@@ -137,6 +137,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rounds = 1 if args.quick else 3
+    sizes: tuple[int, ...]
     if args.device.startswith("cuda"):
         sizes = (200, 1000, 10_000, 50_000) if not args.quick else (200, 10_000)
         rows = report(sizes, 20, args.device, rounds, wasm_up_to=1000)
