@@ -7,9 +7,9 @@ Read from the services each function runs (layers_shared/chimera/services/):
 - agent bundles are read by discovery alone: it copies each module version (and its
   manifest) into the artifact bucket by digest, and nothing runs a module from the bundles;
 - the artifact bucket holds those module versions and large state (optimizer states, big
-  generations): discovery writes modules, evolution writes state; validation (inspect),
-  execution and the API's predict (instantiate) read modules; meta-evolution and resources
-  read state;
+  generations): discovery writes modules, evolution writes state, execution writes the shards
+  a Distributed Map reads and reads its results; validation (inspect), execution and the
+  API's predict (instantiate) read modules; meta-evolution and resources read state;
 - events go through the table's outbox (infra_cdk/constructs/outbox.py) except where a
   function publishes directly: execution's and the API's predict publish KpiRecorded;
 - the API alone starts (and, for an idempotent retry, describes) optimization cycles, and its
@@ -42,7 +42,7 @@ GRANTS: dict[str, Grants] = {
     "Discovery": Grants(table="read_write", bundles=True, artifacts="read_write"),
     "Planning": Grants(table="read_write"),
     "Validation": Grants(table="read_write", artifacts="read"),
-    "Execution": Grants(table="read_write", artifacts="read", put_events=True),
+    "Execution": Grants(table="read_write", artifacts="read_write", put_events=True),
     "Refinement": Grants(table="read_write", kpi_queue=True),
     "MetaEvolution": Grants(table="read_write", artifacts="read"),
     "Evolution": Grants(table="read_write", artifacts="read_write"),

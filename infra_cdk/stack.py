@@ -93,6 +93,7 @@ class ChimeraStack(Stack):
             functions=fns,
             job_queue_arn=gpu.queue.job_queue_arn,
             job_definition_arn=gpu.job_definition.job_definition_arn,
+            artifacts=storage.artifacts,
         )
         eventing = Eventing(
             self,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, RemovalPolicy, Stack
+from aws_cdk import Acknowledgment, ArnFormat, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from chimera.catalog import asl_path
 from constructs import Construct
@@ -20,6 +21,7 @@ class Workflows(Construct):
         functions: dict[str, lambda_.Function],
         job_queue_arn: str,
         job_definition_arn: str,
+        artifacts: s3.IBucket,
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
@@ -43,6 +45,7 @@ class Workflows(Construct):
             )
         )
         _allow_sync_rule(self.evolution_segment, "StepFunctionsGetEventsForBatchJobsRule")
+        _allow_distributed_map(self, self.evolution_segment, artifacts)
         # One canary per champion: it bakes for hours, so evolution-run starts it and ends.
         self.canary_rollout = self._machine("CanaryRollout", "canary-rollout", fn_arns, functions)
         self.evolution_run = self._machine(
@@ -122,3 +125,56 @@ def _allow_nested(parent: sfn.StateMachine, child: sfn.StateMachine) -> None:
         )
     )
     _allow_sync_rule(parent, "StepFunctionsGetEventsForStepFunctionsExecutionRule")
+
+
+def _allow_distributed_map(scope: Construct, machine: sfn.StateMachine, bucket: s3.IBucket) -> None:
+    """What a Distributed Map needs, as AWS documents it: read its items (ItemReader JSON:
+    s3:GetObject) and write its results (ResultWriter: s3:PutObject, s3:GetObject,
+    s3:ListMultipartUploadParts, s3:AbortMultipartUpload) in the artifact bucket, under its
+    KMS key; start its child executions (states:StartExecution on the machine itself) and
+    describe or stop them (their ARNs are execution:<machine>/<map label>:<id>).
+
+    A policy of its own, not the role's default one: the machine depends on its default
+    policy, and this policy names the machine (it would be a cycle)."""
+    statements = [
+        iam.PolicyStatement(
+            actions=[
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:ListMultipartUploadParts",
+                "s3:AbortMultipartUpload",
+            ],
+            resources=[bucket.arn_for_objects("*")],
+        ),
+        iam.PolicyStatement(
+            actions=["states:StartExecution"], resources=[machine.state_machine_arn]
+        ),
+        iam.PolicyStatement(
+            actions=["states:DescribeExecution", "states:StopExecution"],
+            resources=[
+                Stack.of(machine).format_arn(
+                    service="states",
+                    resource="execution",
+                    resource_name=f"{machine.state_machine_name}/*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
+        ),
+    ]
+    if bucket.encryption_key is not None:
+        statements.append(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=[bucket.encryption_key.key_arn],
+            )
+        )
+    iam.Policy(scope, "DistributedMapPolicy", roles=[machine.role], statements=statements)
+    stack = Stack.of(machine)
+    machine_id = stack.get_logical_id(machine.node.default_child)  # type: ignore[arg-type]
+    Validations.of(scope).acknowledge(
+        Acknowledgment(
+            id="AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:"
+            f"<AWS::Region>:<AWS::AccountId>:execution:<{machine_id}.Name>/*]",
+            reason="The child executions of our own machine's Distributed Map, named at start.",
+        )
+    )

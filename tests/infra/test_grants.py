@@ -167,6 +167,7 @@ def test_only_the_api_and_direct_publishers_may_put_events():
     assert {n for n, g in GRANTS.items() if g.artifacts == "read_write"} == {
         "Discovery",
         "Evolution",
+        "Execution",  # stages a Distributed Map's shards, reads its results
         "Optimizer",
     }
 
