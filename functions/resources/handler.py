@@ -2,12 +2,15 @@
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from chimera.runtime import handle
+from chimera.runtime import Route, handle
 from chimera.services import resources
-from chimera.services.contracts import PlaceRequest
+from chimera.services.cost_contracts import CommitCostRequest, PlaceSegmentRequest
 
 logger = Logger(service="chimera-resources")
-ROUTES = {"place": (PlaceRequest, resources.place)}
+ROUTES: dict[str, Route] = {
+    "place": (PlaceSegmentRequest, resources.place),
+    "commit_cost": (CommitCostRequest, resources.commit_cost),
+}
 
 
 @logger.inject_lambda_context(clear_state=True)

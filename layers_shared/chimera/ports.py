@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from chimera.domain.anomalies import DetectorState
+from chimera.domain.budget import BudgetState, LedgerEntry
 from chimera.domain.events import Event
 from chimera.domain.models import (
     Agent,
@@ -269,6 +270,42 @@ class CostStore(Protocol):
     ) -> list[CostEntry]: ...
 
 
+class CostLedger(Protocol):
+    """Layer 8's ledger and the period's hard budget (chimera.domain.budget)."""
+
+    def reserve(self, entry: LedgerEntry, budget_usd: float) -> tuple[LedgerEntry, bool]:
+        """Hold the entry's reserved amount under the budget, atomically; (entry, new).
+
+        A retry returns the stored entry and holds nothing more; BudgetExceededError if the
+        hold would pass `budget_usd`.
+        """
+        ...
+
+    def settle(
+        self,
+        run_id: str,
+        entry_id: str,
+        actual_usd: float,
+        settled_at: datetime,
+        note: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> LedgerEntry:
+        """Commit the actual and release the rest of the reservation (idempotent)."""
+        ...
+
+    def get_ledger_entry(self, run_id: str, entry_id: str) -> LedgerEntry | None: ...
+
+    def list_ledger(
+        self, run_id: str | None = None, period: str | None = None
+    ) -> list[LedgerEntry]: ...
+
+    def budget_state(self, period: str, budget_usd: float) -> BudgetState: ...
+
+    def fire_thresholds(self, period: str, budget_usd: float) -> list[float]:
+        """BudgetThresholdReached through the outbox, once per threshold reached."""
+        ...
+
+
 class CounterStore(Protocol):
     def add_to_counter(self, name: str, delta: float, ceiling: float | None = None) -> float:
         """Conditional numeric update: ConflictError if the result would pass `ceiling`."""
@@ -288,6 +325,7 @@ class Store(
     GenerationStore,
     DecisionStore,
     CostStore,
+    CostLedger,
     CounterStore,
     Protocol,
 ):

@@ -37,6 +37,9 @@ VOLATILE = {
     "discovered_at",
     "lease_until",
     "validated_at",
+    "reserved_at",  # layer 8's ledger
+    "expires_at",
+    "settled_at",
     "latency_ms",
     "fuel",
 }

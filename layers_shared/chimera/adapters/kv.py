@@ -39,6 +39,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ValidationError
 
+from chimera.adapters.kv_costs import PARSERS as COST_PARSERS
+from chimera.adapters.kv_costs import CostItems
 from chimera.adapters.kv_detectors import PARSERS as DETECTOR_PARSERS
 from chimera.adapters.kv_detectors import DetectorItems
 from chimera.adapters.kv_experiments import PARSERS as EXPERIMENT_PARSERS
@@ -228,7 +230,7 @@ def _iso(at: datetime) -> str:
     return at.isoformat()
 
 
-class KeyValueStore(ExperimentItems, DetectorItems, abc.ABC):
+class KeyValueStore(ExperimentItems, DetectorItems, CostItems, abc.ABC):
     """Implements every store port of chimera.ports; subclasses provide the primitives."""
 
     def __init__(self, blobs: BlobStore) -> None:
@@ -316,6 +318,7 @@ class KeyValueStore(ExperimentItems, DetectorItems, abc.ABC):
             ("OUTBOX#", _parse_envelope),
             *EXPERIMENT_PARSERS,
             *DETECTOR_PARSERS,
+            *COST_PARSERS,
         ]
         return next((parse for prefix, parse in kinds if pk.startswith(prefix)), None)
 

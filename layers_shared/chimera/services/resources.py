@@ -1,51 +1,284 @@
-"""Layer 8: estimate the run's remaining work on each placement, enforce the budget."""
+"""Layer 8: before each segment of a run, price it on every placement, choose the cheapest
+that keeps the run's deadline, and reserve its cost against the period's hard budget; after
+the segment, commit its actual cost (counted from what the store says ran) and release the
+rest. Reservations whose process died expire and are settled by the next placement."""
 
 from __future__ import annotations
 
-from chimera.adapters.kv import month
-from chimera.domain.models import CostEntry, Decision
-from chimera.domain.prices import estimate
+from datetime import datetime, timedelta
+from typing import Any
+
+from chimera.domain.budget import LedgerEntry
+from chimera.domain.errors import BudgetExceededError, NotFoundError
+from chimera.domain.models import Decision, EvolutionRun
+from chimera.domain.prices import (
+    LAMBDA,
+    Choice,
+    Cost,
+    FlowShape,
+    PriceTable,
+    Work,
+    choose,
+    load_prices,
+    segment_cost,
+)
 from chimera.domain.suites import get_suite
-from chimera.services.contracts import PlaceRequest, PlaceResult
+from chimera.services.cost_contracts import (
+    CommitCostRequest,
+    CommitCostResult,
+    PlaceSegmentRequest,
+    PlaceSegmentResult,
+)
 from chimera.services.deps import Deps
 from chimera.services.evolution import owned_run
 
+# The placements evolution-segment can run, by the route its Choice reads. The price table
+# also prices Batch on-demand and SageMaker managed spot; they become choices when the
+# deployment has a compute environment / a segment branch for them.
+DEPLOYED: dict[str, str] = {LAMBDA: "lambda", "batch-gpu-spot": "batch"}
 
-def place(req: PlaceRequest, deps: Deps) -> PlaceResult:
+# evolution-segment's work per generation and per segment, as `prices.flow_shape` counts it
+# from statemachines/evolution-segment.asl.json (tests/unit/test_prices.py checks these
+# against the file): Lambda inline (Ask, Placement, StageShards, FanOut, EvaluateShards,
+# Tell, Adapt, Continue + one state per shard), Lambda over a Distributed Map of Standard
+# children (+ CollectShards; each child is one transition plus its state), and Batch (one
+# job per generation in the current file).
+SEGMENT_SHAPES: dict[tuple[str, bool], FlowShape] = {
+    ("lambda", False): FlowShape(
+        per_generation=8, per_segment=1, per_item=1, generation_lambdas=4, item_lambdas=1
+    ),
+    ("lambda", True): FlowShape(
+        per_generation=9, per_segment=1, per_item=2, generation_lambdas=5, item_lambdas=1
+    ),
+    ("batch", False): FlowShape(
+        per_generation=6, per_segment=1, generation_lambdas=3, generation_jobs=1
+    ),
+}
+# The reservation is the estimate times this: room for evaluations slower than the suite's
+# figure; an actual above it is still committed in full.
+RESERVE_FACTOR = 2.0
+MIN_EXPIRY_S = 600.0
+
+
+def _shape(placement: str, shards: int, deps: Deps) -> FlowShape:
+    route = DEPLOYED.get(placement, "batch")
+    distributed = route == "lambda" and shards > deps.settings.distributed_map_threshold
+    return SEGMENT_SHAPES[(route, distributed)]
+
+
+def _price(deps: Deps, table: PriceTable, placement: str, work: Work) -> Cost:
+    return segment_cost(
+        table,
+        placement,
+        work,
+        _shape(placement, work.shards, deps),
+        memory_mb=deps.settings.evaluator_memory_mb,
+        architecture=deps.settings.evaluator_architecture,
+    )
+
+
+def _work(deps: Deps, run: EvolutionRun, generations: int, **extra: Any) -> Work:
+    return Work(
+        generations=generations,
+        population=run.population_size,
+        seconds_per_evaluation=get_suite(run.suite).seconds_per_evaluation,
+        shard_size=deps.shard_size,
+        **extra,
+    )
+
+
+def place(req: PlaceSegmentRequest, deps: Deps) -> PlaceSegmentResult:
     run = owned_run(deps, req.run_id, req.execution_id)
-    suite = get_suite(run.suite)
-    remaining = max(0, run.max_generations - run.generation) * run.population_size
-    options = estimate(
-        remaining,
-        suite.seconds_per_evaluation,
-        deps.deadline_s,
-        lambda_memory_mb=deps.settings.evaluator_memory_mb,
-        lambda_architecture=deps.settings.evaluator_architecture,
-        evaluations_per_request=deps.shard_size,
+    now = deps.clock.now()
+    period = f"{now:%Y-%m}"
+    sweep_expired(deps, period, now)
+    first = run.generation
+    final = run.max_generations - 1
+    last = final if req.last_generation is None else min(req.last_generation, final)
+    generations = max(0, last - first + 1)
+    entry_id = f"{run.run_id}:{first:06d}:segment"
+    stored = deps.store.get_ledger_entry(run.run_id, entry_id)
+    if stored is not None:  # a retried place: the same choice, nothing held twice
+        _record_placement(deps, req.execution_id, stored)
+        return _placed(stored)
+    table = load_prices()
+    work = _work(deps, run, generations)
+    options = [_price(deps, table, p, work) for p in DEPLOYED]
+    left_s = (run.started_at + timedelta(seconds=deps.deadline_s) - now).total_seconds()
+    rest = _work(deps, run, max(0, final - last))
+    rest_s = min(_price(deps, table, p, rest).seconds for p in DEPLOYED) if rest.generations else 0
+    decision = choose(options, left_s, rest_s)
+    chosen, reason = decision.chosen, decision.reason
+    try:
+        entry, _ = deps.store.reserve(
+            _entry(deps, run, entry_id, chosen, now, first, last, decision, reason), deps.budget_usd
+        )
+    except BudgetExceededError as exc:
+        cheapest = min(decision.options, key=lambda o: o.usd)
+        if cheapest.placement == chosen.placement:
+            _record(deps, req.execution_id, f"{entry_id}:refused", f"{run.agent_id}: {exc}", {})
+            raise
+        reason = f"degraded to the cheapest placement: {exc}"
+        try:
+            entry, _ = deps.store.reserve(
+                _entry(deps, run, entry_id, cheapest, now, first, last, decision, reason, True),
+                deps.budget_usd,
+            )
+        except BudgetExceededError as again:
+            _record(deps, req.execution_id, f"{entry_id}:refused", f"{run.agent_id}: {again}", {})
+            raise
+    _record_placement(deps, req.execution_id, entry)
+    return _placed(entry)
+
+
+def _record_placement(deps: Deps, execution_id: str, entry: LedgerEntry) -> None:
+    """The placement's decision, from the entry alone: a retry records the same one."""
+    options = entry.detail.get("options", [])
+    listed = ", ".join(f"{o['placement']} ${o['usd']:.6f}/{o['seconds']:.0f}s" for o in options)
+    _record(
+        deps,
+        execution_id,
+        entry.entry_id,
+        f"{entry.run_id}: {entry.placement} for generations {entry.detail.get('first_generation')}"
+        f"-{entry.detail.get('last_generation')}, est. ${entry.estimated_usd:.6f}, "
+        f"${entry.reserved_usd:.6f} reserved; {entry.detail.get('reason', '')} ({listed})",
+        {"run_id": entry.run_id, "options": options},
     )
-    best = options[0]
-    placement = "lambda" if best.placement == "lambda" else "batch"
-    detail = ", ".join(f"{o.placement} ${o.usd:.5f}/{o.seconds:.0f}s" for o in options)
-    # One entry per (run, generation, step): a retried place charges nothing twice, and the
-    # budget is a counter of the month updated in the same transaction, so two concurrent
-    # runs cannot both spend its last dollar.
-    entry = CostEntry(
-        entry_id=f"{run.run_id}:{run.generation}:place",
+
+
+def _entry(
+    deps: Deps,
+    run: EvolutionRun,
+    entry_id: str,
+    cost: Cost,
+    now: datetime,
+    first: int,
+    last: int,
+    decision: Choice,
+    reason: str,
+    degraded: bool = False,
+) -> LedgerEntry:
+    expiry = max(MIN_EXPIRY_S, deps.deadline_s, 3 * cost.seconds)
+    return LedgerEntry(
+        entry_id=entry_id,
         run_id=run.run_id,
-        placement=best.placement,
-        estimated_usd=best.usd,
+        execution_id=run.execution_id,
+        period=f"{now:%Y-%m}",
+        placement=cost.placement,
+        estimated_usd=cost.usd,
+        reserved_usd=cost.usd * RESERVE_FACTOR,
+        reserved_at=now,
+        expires_at=now + timedelta(seconds=expiry),
+        detail={
+            "first_generation": first,
+            "last_generation": last,
+            "estimate": cost.model_dump(),
+            "options": [o.model_dump() for o in decision.options],
+            "reason": reason,
+            "degraded": degraded,
+        },
     )
-    period = month(entry.at)
-    deps.store.charge(entry, f"budget#{period}", deps.budget_usd)
-    # After the charge, keyed like it: a retry that finds the charge made still records this.
+
+
+def _placed(entry: LedgerEntry) -> PlaceSegmentResult:
+    return PlaceSegmentResult(
+        placement="lambda" if DEPLOYED.get(entry.placement) == "lambda" else "batch",
+        detail=f"{entry.placement}: est. ${entry.estimated_usd:.6f}",
+        estimated_usd=entry.estimated_usd,
+        reserved_usd=entry.reserved_usd,
+        entry_id=entry.entry_id,
+        degraded=bool(entry.detail.get("degraded", False)),
+    )
+
+
+def _record(deps: Deps, execution_id: str, key: str, summary: str, detail: dict[str, Any]) -> None:
     deps.store.add_decision(
         Decision(
-            execution_id=req.execution_id,
+            execution_id=execution_id,
             layer="resources",
-            summary=f"{run.agent_id}: {best.placement} for {remaining} evaluations, "
-            f"est. ${best.usd:.5f} ({detail})",
-            detail={"run_id": run.run_id, "options": [o.model_dump() for o in options]},
-            key=f"resources:{entry.entry_id}",
+            summary=summary[:2000],
+            detail=detail,
+            key=f"resources:{key}",
         )
     )
-    return PlaceResult(placement=placement, detail=detail, estimated_usd=best.usd)
+
+
+def _actual(deps: Deps, entry: LedgerEntry, now: datetime) -> tuple[float, dict[str, Any]]:
+    """The entry's actual cost from what ran: the generations the run told in the segment,
+    their evaluations (fitness points), and an instance job's measured wall time."""
+    try:
+        run = deps.store.get_run(entry.run_id)
+    except NotFoundError:
+        return entry.reserved_usd, {"generations": 0, "why": "the run is gone: charged as held"}
+    first = int(entry.detail.get("first_generation", 0))
+    last = int(entry.detail.get("last_generation", run.max_generations - 1))
+    points = [p for p in deps.store.fitness_history(run.run_id) if first <= p.generation <= last]
+    told = len(points)
+    evaluations = sum(p.evaluations for p in points)
+    population = max(1, round(evaluations / told)) if told else run.population_size
+    measured = None
+    if DEPLOYED.get(entry.placement) != "lambda":
+        measured = max(0.0, (now - entry.reserved_at).total_seconds())
+    work = Work(
+        generations=told,
+        population=population,
+        seconds_per_evaluation=get_suite(run.suite).seconds_per_evaluation,
+        shard_size=deps.shard_size,
+        measured_s=measured,
+    )
+    cost = _price(deps, load_prices(), entry.placement, work)
+    counts = {
+        "generations": told,
+        "evaluations": evaluations,
+        "transitions": cost.transitions,
+        "jobs": cost.jobs,
+        "measured_s": measured,
+    }
+    return cost.usd, counts
+
+
+def commit_cost(req: CommitCostRequest, deps: Deps) -> CommitCostResult:
+    owned_run(deps, req.run_id, req.execution_id)
+    entry = deps.store.get_ledger_entry(req.run_id, req.entry_id)
+    if entry is None:
+        raise NotFoundError("ledger entry", f"{req.run_id}/{req.entry_id}", field="entry_id")
+    fired: list[float] = []
+    if entry.status == "reserved":
+        now = deps.clock.now()
+        actual, counts = _actual(deps, entry, now)
+        entry = deps.store.settle(req.run_id, req.entry_id, actual, now, "committed", counts)
+        _record(
+            deps,
+            req.execution_id,
+            f"{req.entry_id}:commit",
+            f"{entry.placement}: actual ${entry.actual_usd or 0:.6f} against est. "
+            f"${entry.estimated_usd:.6f} ({counts['generations']} generations); "
+            f"${max(0.0, entry.reserved_usd - (entry.actual_usd or 0)):.6f} released",
+            {"run_id": req.run_id, "entry_id": req.entry_id, **counts},
+        )
+    fired = deps.store.fire_thresholds(entry.period, deps.budget_usd)
+    return CommitCostResult(
+        entry_id=entry.entry_id,
+        placement=entry.placement,
+        estimated_usd=entry.estimated_usd,
+        actual_usd=entry.actual_usd or 0.0,
+        generations=int(entry.detail.get("generations", 0)),
+        thresholds_fired=fired,
+    )
+
+
+def sweep_expired(deps: Deps, period: str, now: datetime) -> list[LedgerEntry]:
+    """Settle the period's reservations whose process died (past their expiry) at the actual
+    the store shows ran; the entries settled."""
+    settled = []
+    for entry in deps.store.list_ledger(period=period):
+        if entry.expired(now):
+            actual, counts = _actual(deps, entry, now)
+            settled.append(
+                deps.store.settle(
+                    entry.run_id, entry.entry_id, actual, now, "expired: never committed", counts
+                )
+            )
+    if settled:
+        deps.store.fire_thresholds(period, deps.budget_usd)
+    return settled
