@@ -7,6 +7,16 @@ handed to the policy as float32 as gymnasium hands it. Initial states are drawn 
 gymnasium draws them (`seeding.np_random(seed)`, uniform in [-0.05, 0.05)), on the host with
 numpy, then moved to the device: the same seed gives the same episodes on either path.
 
+Exactness: torch's float64 sin and cos differ from numpy's in the last bit for about 0.2 % of
+arguments, and an upright pole is unstable (a difference grows about e^(4.4 t)), so with
+torch's a long episode can end a step earlier or later than gymnasium's. On the CPU the twin
+therefore takes sin and cos from numpy (the tensor's own memory handed to np.sin / np.cos, the
+result wrapped back without a copy): the CPU twin is bit for bit gymnasium's and the WASM
+path's. On CUDA it keeps torch's (a round trip to the host every step would cost more than the
+step): the GPU twin's returns may differ from the WASM path's for a few long episodes, which
+is acceptable because nothing promotes on the twin's word: the champion is re-scored in the
+WASM sandbox (hold-out, canary).
+
 Pure tensor code: no I/O, no environment. torch lives here and in `gpu_jobs/`, never in the
 Lambda layer (`layers_shared/chimera`).
 """
@@ -51,6 +61,15 @@ def single_reset_states(seeds: Sequence[int]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), 4)
 
 
+def sin_cos(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """sin and cos of a float64 tensor: numpy's on the CPU (bit for bit what gymnasium
+    computes), torch's elsewhere (within one unit in the last place of numpy's)."""
+    if theta.device.type != "cpu":
+        return torch.sin(theta), torch.cos(theta)
+    host = theta.detach().numpy()  # a view of the tensor's memory, not a copy
+    return torch.from_numpy(np.sin(host)), torch.from_numpy(np.cos(host))
+
+
 def physics_step(
     x: torch.Tensor,
     x_dot: torch.Tensor,
@@ -62,11 +81,10 @@ def physics_step(
 
     Returns the next (x, x_dot, theta, theta_dot) and whether each episode terminated (cart
     past 2.4 or pole past 12 degrees). The arithmetic is gymnasium's, operation for
-    operation (only sin and cos may differ from numpy's in the last bit).
+    operation (sin and cos numpy's on the CPU, torch's on other devices: see `sin_cos`).
     """
     force = (push_right.to(x.dtype) * 2.0 - 1.0) * FORCE_MAG  # exactly +-10, as np.sign gives
-    costheta = torch.cos(theta)
-    sintheta = torch.sin(theta)
+    sintheta, costheta = sin_cos(theta)
     temp = (force + POLEMASS_LENGTH * torch.square(theta_dot) * sintheta) / TOTAL_MASS
     thetaacc = (GRAVITY * sintheta - costheta * temp) / (
         LENGTH * (4.0 / 3.0 - MASSPOLE * torch.square(costheta) / TOTAL_MASS)

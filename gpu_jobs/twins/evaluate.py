@@ -11,11 +11,19 @@ WASM evaluation path, `execution.evaluate_shard`) for the same genomes, seed and
 * Any other suite (breast-cancer): the suite's own `evaluate` with the twin as its
   `BatchPolicy` (the outputs computed in torch on the device, the scoring the suite's).
 
+`blocks` lays the population out as the Lambda path shards it: consecutive blocks of those
+sizes, each evaluated as its own suite call (its own CartPoleVectorEnv, reset with the same
+seed), so a Batch job that evaluates a whole generation in one tensor still gives each
+candidate the episodes its shard's `evaluate_shard` would have given it. Left out, the
+population is one block.
+
 A genome whose output is not finite fails as it does on the WASM path. The champion is
 always re-scored on the WASM module by the hold-out: nothing here decides a promotion.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -35,6 +43,7 @@ def evaluate_population_torch(
     seed: int,
     split: Split = "train",
     device: str | torch.device = "cpu",
+    blocks: Sequence[int] | None = None,
 ) -> SuiteResult:
     """The suite's result for `genomes` (P, G) through the twin, on `device`."""
     if suite.name != checked.suite:
@@ -47,19 +56,58 @@ def evaluate_population_torch(
         raise ValueError(
             f"genomes: expected shape (P, {checked.twin.genome_len}), got {genomes.shape}"
         )
+    sizes = [genomes.shape[0]] if blocks is None else [int(b) for b in blocks]
+    if any(b < 1 for b in sizes) or sum(sizes) != genomes.shape[0]:
+        raise ValueError(
+            f"blocks: sizes {sizes} must be positive and add up to the {genomes.shape[0]} genomes"
+        )
     if isinstance(suite, CartPole):
-        return _cartpole(checked.twin, suite, genomes, seed, split, torch.device(device))
-    return suite.evaluate(TwinPolicy(checked.twin, device), genomes, seed, split)
+        return _cartpole(checked.twin, suite, genomes, seed, split, torch.device(device), sizes)
+    policy = TwinPolicy(checked.twin, device)
+    starts = np.cumsum([0, *sizes])
+    return _concatenated(
+        [
+            suite.evaluate(policy, genomes[lo:hi], seed, split)
+            for lo, hi in zip(starts[:-1], starts[1:], strict=True)
+        ],
+        starts,
+    )
+
+
+def _concatenated(results: list[SuiteResult], starts: np.ndarray) -> SuiteResult:
+    """Block results as one, genome indices counted from the first block's first genome."""
+    if len(results) == 1:
+        return results[0]
+    items = [r.items for r in results if r.items is not None]
+    return SuiteResult(
+        fitness=np.concatenate([r.fitness for r in results]),
+        score=np.concatenate([r.score for r in results]),
+        steps=sum(r.steps for r in results),
+        failures={
+            int(start) + i: why
+            for r, start in zip(results, starts, strict=False)
+            for i, why in r.failures.items()
+        },
+        items=np.concatenate(items) if len(items) == len(results) else None,
+    )
 
 
 def _cartpole(
-    twin: Twin, suite: CartPole, genomes: np.ndarray, seed: int, split: Split, device: torch.device
+    twin: Twin,
+    suite: CartPole,
+    genomes: np.ndarray,
+    seed: int,
+    split: Split,
+    device: torch.device,
+    sizes: list[int],
 ) -> SuiteResult:
     episodes = suite.train_episodes if split == "train" else suite.holdout_episodes
     env_seed = seed % HOLDOUT_SEED_BASE + (HOLDOUT_SEED_BASE if split == "holdout" else 0)
     p = genomes.shape[0]
     n = p * episodes
-    env = TorchCartPole(vector_reset_states(env_seed, n), device)
+    # Each block's episodes start where its own CartPoleVectorEnv(size * episodes) would.
+    initial = np.concatenate([vector_reset_states(env_seed, b * episodes) for b in sizes])
+    env = TorchCartPole(initial, device)
     genes = torch.as_tensor(genomes, device=device)
     returns = torch.zeros(n, dtype=torch.float64, device=device)
     bad = torch.zeros(n, dtype=torch.bool, device=device)
