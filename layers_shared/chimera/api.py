@@ -40,7 +40,7 @@ from chimera.domain.errors import (
 )
 from chimera.domain.models import MAX_VERSION, ExperimentStatus, KpiRecord
 from chimera.runtime import deps
-from chimera.services import execution, jobs, operator, queries
+from chimera.services import costs, execution, jobs, operator, queries
 from chimera.services.contracts import (
     IngestResult,
     JobLabel,
@@ -480,6 +480,47 @@ def post_cycles(body: Annotated[StartCycleRequest, Body()]) -> Response[CycleSta
         content_type=content_types.APPLICATION_JSON,
         body=started,
     )
+
+
+# -- layer 8: the ledger and the budget ------------------------------------------------------
+PeriodQuery = Annotated[
+    str | None,
+    Query(pattern=costs.PERIOD_PATTERN, description="a calendar month, YYYY-MM (UTC)"),
+]
+
+
+@app.get(
+    "/costs",
+    summary="The cost ledger: each segment's placement, estimated, reserved and actual cost "
+    "(a period's entries, default the current month, or a run's), with totals",
+    security=OPERATOR,
+    responses=responses(200, "a page of entries, oldest first", NotFoundError, CorruptStateError),
+)
+def get_costs(
+    period: PeriodQuery = None,
+    run_id: Annotated[
+        str | None,
+        Query(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="only this evolution run's"),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=costs.MAX_LIMIT, description="entries per page")
+    ] = costs.DEFAULT_LIMIT,
+    cursor: Annotated[
+        str | None,
+        Query(min_length=1, max_length=1000, description="next_cursor of the previous page"),
+    ] = None,
+) -> costs.CostsPage:
+    return costs.list_costs(deps(), period, run_id, limit, cursor)
+
+
+@app.get(
+    "/budget",
+    summary="A period's hard budget: spent, reserved, available, the thresholds fired",
+    security=OPERATOR,
+    responses=responses(200, "the budget (default: the current month)", CorruptStateError),
+)
+def get_budget(period: PeriodQuery = None) -> costs.BudgetView:
+    return costs.budget(deps(), period)
 
 
 def openapi_document() -> str:
