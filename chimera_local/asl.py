@@ -3,7 +3,9 @@
 It runs the deployed ASL files as they are: Task states whose resource is a Lambda ARN call
 the handler in process; `states:startExecution.sync(:2)` runs the nested machine as a child
 execution with its own history, and `states:startExecution` queues it to run once the
-execution that started it has ended; `batch:submitJob.sync` goes to a local job runner. Pass,
+execution that started it has ended; `batch:submitJob.sync` and
+`sagemaker:createTrainingJob.sync` go to local runners (`jobs`, by job definition and by the
+SageMaker resource). Pass,
 Choice (with `...Path` comparisons), Map, Wait (Seconds, SecondsPath: through `sleep`),
 Succeed, Fail; InputPath, Parameters,
 ResultSelector, ResultPath, OutputPath; Retry and Catch; the intrinsic functions
@@ -784,6 +786,12 @@ class AslExecutor:
                     )
                 history.add("TaskSubmitted")
                 result = _call(runner, params)
+            elif resource == "arn:aws:states:::sagemaker:createTrainingJob.sync":
+                trainer = self.jobs.get(resource)  # registered under the resource itself
+                if trainer is None:
+                    raise _StatesError("States.TaskFailed", f"no local runner for {resource}")
+                history.add("TaskSubmitted")
+                result = _call(trainer, params)
             else:
                 raise _StatesError("States.TaskFailed", f"{resource} is not supported locally")
             history.measure(result, f"{resource} result")

@@ -45,7 +45,8 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 143
 # Run and execution ids as the store names them: no path separators, no whitespace.
 _ID = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 
-Job = Callable[[TrainingEnv, threading.Event], Any]
+# A job: (its result, whether it ran to its end) — not to its end when SIGTERM stopped it.
+Job = Callable[[TrainingEnv, threading.Event], tuple[Any, bool]]
 
 
 def _jsonable(value: Any) -> Any:
@@ -56,7 +57,7 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _segment(env: TrainingEnv, stop: threading.Event) -> Any:
+def _segment(env: TrainingEnv, stop: threading.Event) -> tuple[Any, bool]:
     env.refuse_unknown({"job", "run_id", "execution_id", "last_generation"})
     run_id = env.string("run_id", pattern=_ID)
     execution_id = env.string("execution_id", pattern=_ID)
@@ -66,7 +67,8 @@ def _segment(env: TrainingEnv, stop: threading.Event) -> Any:
     from gpu_jobs.segment.job import run_segment
 
     device = "cuda" if env.num_gpus > 0 else "cpu"
-    return run_segment(run_id, execution_id, last_generation, deps(), device=device, stop=stop)
+    outcome = run_segment(run_id, execution_id, last_generation, deps(), device=device, stop=stop)
+    return outcome.summary(), not outcome.interrupted
 
 
 _RUNNERS: dict[str, Job] = {"segment": _segment}
@@ -102,10 +104,10 @@ def run(env: TrainingEnv, stop: threading.Event) -> dict[str, Any] | None:
     progress["attempts"] = int(progress.get("attempts", 0)) + 1
     _save(env, PROGRESS_FILE, progress)
     if "result" not in progress:
-        result = _jsonable(_RUNNERS[job](env, stop))
-        if stop.is_set():
+        result, complete = _RUNNERS[job](env, stop)
+        if not complete:
             return None
-        progress["result"] = result
+        progress["result"] = _jsonable(result)
         _save(env, PROGRESS_FILE, progress)
     summary = {
         "job": job,
