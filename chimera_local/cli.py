@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
+import os
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from chimera.domain.errors import ChimeraError, CorruptStateError, NotFoundError
 from chimera.domain.models import AgentId, ExperimentId, Version
 from chimera.settings import LocalSettings
-from pydantic import TypeAdapter, ValidationError
+from pydantic import StringConstraints, TypeAdapter, ValidationError
 
 # `chimera run` when another execution drives some agent's run (sysexits' EX_TEMPFAIL:
 # nothing failed, that agent was left to its owner; run again later).
@@ -63,6 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from chimera_local.cycles import LocalCycles
     from chimera_local.workflows import local_executor, state_machine_arn
 
+    if args.placement is not None:  # layer 8 honours it (settings.placement) for this run
+        os.environ["CHIMERA_PLACEMENT"] = args.placement
+        deps.cache_clear()
     ports = deps()
     settings = ports.settings
     assert isinstance(settings, LocalSettings), "chimera run drives the local backend"
@@ -386,6 +393,89 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usd(x: float | None) -> str:
+    return "-" if x is None else f"${x:.6f}"
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    """The period's budget and its ledger, estimated against actual: what `GET /budget` and
+    `GET /costs` answer (every page)."""
+    from chimera.runtime import deps
+    from chimera.services import costs
+
+    ports = deps()
+    pages = [costs.list_costs(ports, args.period, args.run, costs.MAX_LIMIT)]
+    while pages[-1].next_cursor is not None:
+        cursor = pages[-1].next_cursor
+        pages.append(costs.list_costs(ports, args.period, args.run, costs.MAX_LIMIT, cursor))
+    entries = [e for page in pages for e in page.entries]
+    first = pages[0]
+    period = args.period or first.period or costs.current_period(ports)
+    budget = costs.budget(ports, period)
+    if args.json:
+        out = {
+            "budget": budget.model_dump(mode="json"),
+            "period": first.period,
+            "run_id": first.run_id,
+            "entries": [e.model_dump(mode="json") for e in entries],
+            "totals": first.totals.model_dump(mode="json"),
+            "by_run": {k: v.model_dump(mode="json") for k, v in first.by_run.items()},
+            "by_placement": {k: v.model_dump(mode="json") for k, v in first.by_placement.items()},
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    used = "-" if budget.fraction_used is None else f"{budget.fraction_used:.1%}"
+    fired = ", ".join(f"{t:.0%}" for t in budget.thresholds_fired) or "none"
+    print(
+        f"Budget {budget.period}: {_usd(budget.budget_usd)}; spent {_usd(budget.spent_usd)} "
+        f"({used}), reserved {_usd(budget.reserved_usd)}, available "
+        f"{_usd(budget.available_usd)}; thresholds fired: {fired}"
+    )
+    scope = f"run {args.run}" if args.run else f"period {first.period}"
+    if not entries:
+        print(f"No ledger entries for the {scope}.")
+        return 0
+    print(f"\nLedger of the {scope} ({len(entries)} segments):")
+    header = ("RUN", "GENERATIONS", "PLACEMENT", "STATUS", "ESTIMATED", "ACTUAL", "ACTUAL-EST")
+    rows = [
+        (
+            e.run_id,
+            f"{e.first_generation}-{e.last_generation}",
+            e.placement + (" (degraded)" if e.degraded else ""),
+            e.status,
+            _usd(e.estimated_usd),
+            _usd(e.actual_usd),
+            "-" if e.difference_usd is None else f"{e.difference_usd:+.6f}",
+        )
+        for e in entries
+    ]
+    _table(header, rows)
+    for title, groups in (("run", first.by_run), ("placement", first.by_placement)):
+        print(f"\nBy {title} (committed segments: estimated against actual):")
+        _table(
+            (title.upper(), "SEGMENTS", "OPEN", "HELD", "ESTIMATED", "ACTUAL", "ACTUAL/EST"),
+            [
+                (
+                    name,
+                    str(t.entries),
+                    str(t.open),
+                    _usd(t.held_usd),
+                    _usd(t.committed_estimated_usd),
+                    _usd(t.actual_usd),
+                    "-" if t.actual_over_estimated is None else f"{t.actual_over_estimated:.3f}",
+                )
+                for name, t in [*groups.items(), ("all", first.totals)]
+            ],
+        )
+    return 0
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
 def _version_pair(what: str, low: float, high: float) -> Any:
     """VERSION:VALUE with VALUE in [low, high] (--degrade, --slow)."""
 
@@ -489,6 +579,33 @@ _experiment_id = _model_type(
 )
 
 
+def _period(text: str) -> str:
+    from chimera.services.costs import check_period
+
+    try:
+        return check_period(text)
+    except ChimeraError:
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a month (YYYY-MM)") from None
+
+
+_run_id = _model_type(
+    Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")],
+    "an evolution run id",
+    "letters, digits and _.:-, at most 128",
+)
+
+
+def _register_train(sub: Any) -> None:
+    """`chimera train`, where the SageMaker launcher (chimera_local/sagemaker_launch.py, the
+    sagemaker SDK an optional extra) is present."""
+    if importlib.util.find_spec("chimera_local.sagemaker_launch") is None:
+        return
+    launch = importlib.import_module("chimera_local.sagemaker_launch")
+    train = launch.add_parser(sub)
+    if train is not None:
+        train.set_defaults(func=launch.cmd)
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -513,6 +630,12 @@ def main(argv: list[str] | None = None) -> int:
         "another reason)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument(
+        "--placement",
+        choices=("auto", "lambda", "batch", "sagemaker"),
+        help="where layer 8 places each segment: auto (the cheapest that keeps the deadline; "
+        "the default) or one route (sets CHIMERA_PLACEMENT for the run)",
+    )
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="the live genome of every agent, from the store")
     status.add_argument("--json", action="store_true")
@@ -587,6 +710,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     traffic.add_argument("--json", action="store_true")
     traffic.set_defaults(func=cmd_traffic)
+    cost = sub.add_parser(
+        "cost", help="the period's budget and its ledger, estimated against actual cost"
+    )
+    cost.add_argument(
+        "--period", type=_period, metavar="YYYY-MM", help="the month (default: the current one)"
+    )
+    cost.add_argument("--run", type=_run_id, metavar="RUN_ID", help="only this run's segments")
+    cost.add_argument("--json", action="store_true")
+    cost.set_defaults(func=cmd_cost)
+    _register_train(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from chimera import runtime
 from chimera.domain.errors import BudgetExceededError
+from ledger_segments import EX, RUN, segment, two_segments
 from live_agents import start_live_cartpole
 
 from chimera_local.workflows import LambdaContext, handler_for
@@ -17,8 +18,6 @@ from functions.api import handler as api
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 CONTEXT = LambdaContext("chimera-api", "arn:aws:lambda:us-east-1:123456789012:function:chimera-api")
-RUN = "cycle-1.cartpole-linear"
-EX = {"execution_id": "cycle-1", "run_id": RUN}
 
 
 def call(name: str, query: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
@@ -34,27 +33,9 @@ def call(name: str, query: dict[str, str] | None = None) -> tuple[int, dict[str,
     return response["statusCode"], json.loads(response["body"])
 
 
-def segment(last_generation: int, commit: bool = True) -> dict[str, Any]:
-    """One segment as evolution-run drives it: Place, ask/evaluate/tell, CommitCost."""
-    placed = handler_for("resources")({"action": "place", **EX, "last_generation": last_generation})
-    while True:
-        asked = handler_for("evolution")({"action": "ask", **EX})
-        for shard in asked["shards"]:
-            handler_for("execution")({"action": "evaluate", **shard})
-        handler_for("evolution")({"action": "tell", **EX, "generation": asked["generation"]})
-        if asked["generation"] >= last_generation:
-            break
-    if commit:
-        handler_for("resources")({"action": "commit_cost", **EX, "entry_id": placed["entry_id"]})
-    return placed
-
-
 @pytest.fixture
 def ledger(home, only_cartpole):
-    start_live_cartpole("cycle-1")
-    first = segment(0)
-    second = segment(1, commit=False)  # still open: held, no actual yet
-    return first, second
+    return two_segments()
 
 
 def period() -> str:
