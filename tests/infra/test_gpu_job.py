@@ -1,5 +1,6 @@
-"""The Batch job definition: its command is the entrypoint's, and it retries only when the
-spot host went away (a deterministic failure would fail again: it exits at once)."""
+"""The Batch job definition: its command is the segment entrypoint's, and it retries only when
+the job was stopped from outside (the spot host went away, or SIGTERM: exit 143); a
+deterministic failure would fail again: it exits at once."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ def test_job_definition_retries_only_host_terminations(synthesized):
         {
             "ContainerProperties": Match.object_like({"Command": list(COMMAND)}),
             "RetryStrategy": {
-                "Attempts": 3,
+                "Attempts": 5,
                 "EvaluateOnExit": [
                     {"Action": "RETRY", "OnStatusReason": "Host EC2*"},
+                    {"Action": "RETRY", "OnExitCode": "143"},
                     {"Action": "EXIT", "OnReason": "*"},
                 ],
             },
@@ -42,5 +44,13 @@ def test_batch_reading_of_the_retry_strategy(exit_code, status_reason, reason, a
     )
 
 
-def test_the_command_gets_the_run_id_as_batch_substitutes_it():
-    assert command({"run_id": "cycle-1.cartpole"})[-2:] == ["--run-id", "cycle-1.cartpole"]
+def test_the_command_gets_the_segment_as_batch_substitutes_it():
+    parameters = {"run_id": "cycle-1.cartpole", "execution_id": "cycle-1", "last_generation": "9"}
+    assert command(parameters)[3:] == [
+        "--run-id",
+        "cycle-1.cartpole",
+        "--execution-id",
+        "cycle-1",
+        "--last-generation",
+        "9",
+    ]
