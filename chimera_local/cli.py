@@ -87,7 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ExecutionFailedError as exc:
         status, items = f"failed ({exc})", []
     seconds = time.perf_counter() - started
-    rep = report.collect(ports.store, name, status, seconds, items)
+    period = f"{ports.clock.now():%Y-%m}"
+    rep = report.collect(ports.store, name, status, seconds, items, (period, ports.budget_usd))
     print()
     print(report.text(rep))
     out_dir = settings.home / "reports"

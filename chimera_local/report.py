@@ -7,6 +7,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
+from chimera.domain.budget import BudgetState
 from chimera.domain.models import (
     Decision,
     EvolutionRun,
@@ -20,6 +21,7 @@ from chimera.domain.patterns import Detection, Detectors
 from chimera.domain.rollups import Rollup
 from chimera.domain.suites import get_suite
 from chimera.ports import Store
+from chimera.services.costs import CostEntryView, CostTotals, entry_view, totals
 
 
 @dataclass
@@ -94,6 +96,12 @@ class Report:
     runs: list[RunView]
     items: list[dict[str, Any]]
     rejections: list[Rejection] = field(default_factory=list)
+    costs: list[CostEntryView] = field(default_factory=list)  # the runs' segments (layer 8)
+    budget: BudgetState | None = None  # the period's, when the report was made
+
+    @property
+    def cost_totals(self) -> CostTotals:
+        return totals(self.costs)
 
 
 def rejections(decisions: list[Decision]) -> list[Rejection]:
@@ -118,9 +126,16 @@ def rejections(decisions: list[Decision]) -> list[Rejection]:
 
 
 def collect(
-    store: Store, execution_id: str, status: str, seconds: float, items: list[dict[str, Any]]
+    store: Store,
+    execution_id: str,
+    status: str,
+    seconds: float,
+    items: list[dict[str, Any]],
+    budget: tuple[str, float] | None = None,
 ) -> Report:
+    """The cycle's report; `budget`: (period, budget in USD) to show that period's budget."""
     runs = []
+    ledger: list[CostEntryView] = []
     for run in store.list_runs():
         if run.execution_id != execution_id:
             continue
@@ -134,6 +149,7 @@ def collect(
                 windows, changes = _windows(store, run.agent_id)
                 points = store.list_experiment_points(exp.experiment_id)
                 canary = ExperimentView(exp, points, windows, changes)
+        ledger += [entry_view(e) for e in store.list_ledger(run_id=run.run_id)]
         runs.append(
             RunView(
                 run,
@@ -144,7 +160,49 @@ def collect(
             )
         )
     decisions = store.list_decisions(execution_id)
-    return Report(execution_id, status, seconds, decisions, runs, items, rejections(decisions))
+    state = store.budget_state(*budget) if budget is not None else None
+    return Report(
+        execution_id, status, seconds, decisions, runs, items, rejections(decisions), ledger, state
+    )
+
+
+def _usd(x: float | None) -> str:
+    return "-" if x is None else f"${x:.6f}"
+
+
+def _budget_line(b: BudgetState) -> str:
+    used = f" ({b.spent_usd / b.budget_usd:.1%})" if b.budget_usd > 0 else ""
+    fired = ", ".join(f"{t:.0%}" for t in sorted(b.thresholds_fired)) or "none"
+    return (
+        f"budget {b.period}: {_usd(b.budget_usd)}, spent {_usd(b.spent_usd)}{used}, reserved "
+        f"{_usd(max(0.0, b.held_usd - b.spent_usd))}, available {_usd(b.left_usd)}; "
+        f"thresholds fired: {fired}"
+    )
+
+
+def cost_lines(report: Report) -> list[str]:
+    """Layer 8's part: each segment's placement, estimated against actual, and the budget."""
+    lines = ["", "  Cost (layer 8: estimated against actual):"]
+    for c in report.costs:
+        diff = "" if c.difference_usd is None else f" ({c.difference_usd:+.6f})"
+        lines.append(
+            f"    {c.run_id} generations {c.first_generation}-{c.last_generation} on "
+            f"{c.placement}: est. {_usd(c.estimated_usd)}, actual {_usd(c.actual_usd)}{diff}"
+            + ("" if c.status == "committed" else f", open ({_usd(c.reserved_usd)} held)")
+        )
+    if not report.costs:
+        lines.append("    no segment was placed")
+    t = report.cost_totals
+    ratio = (
+        "" if t.actual_over_estimated is None else f", actual/est. {t.actual_over_estimated:.3f}"
+    )
+    lines.append(
+        f"    total: est. {_usd(t.committed_estimated_usd)}, actual {_usd(t.actual_usd)} over "
+        f"{t.committed} committed segment(s){ratio}; {t.open} open"
+    )
+    if report.budget is not None:
+        lines.append(f"    {_budget_line(report.budget)}")
+    return lines
 
 
 def _score(view: RunView, version: int | None) -> str:
@@ -182,6 +240,7 @@ def text(report: Report) -> str:
         outcome = item.get("outcome") or {}
         if outcome.get("status") == "skipped":
             lines.append(f"  {item.get('agent_id')}: {outcome.get('decision')}")
+    lines += cost_lines(report)
     if report.rejections:
         lines += ["", "  Rejected bundles:"]
         lines += [f"    {r.line()}" for r in report.rejections]
@@ -297,6 +356,29 @@ def _serving(r: Rejection) -> str:
     return "nothing (invalid)" if r.live_version is None else f"live module v{r.live_version}"
 
 
+def _cost_html(report: Report) -> str:
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(c.run_id)}</td><td>{c.first_generation}-{c.last_generation}</td>"
+        f"<td>{e(c.placement)}</td><td>{e(c.status)}</td><td>{_usd(c.estimated_usd)}</td>"
+        f"<td>{_usd(c.actual_usd)}</td><td>{_usd(c.difference_usd)}</td>"
+        f"<td>{e(c.reason)}</td></tr>"
+        for c in report.costs
+    )
+    t = report.cost_totals
+    total = (
+        f"<tr><th colspan=4>committed segments ({t.committed}; {t.open} open)</th>"
+        f"<th>{_usd(t.committed_estimated_usd)}</th><th>{_usd(t.actual_usd)}</th>"
+        f"<th>{_usd(t.actual_usd - t.committed_estimated_usd)}</th><th></th></tr>"
+    )
+    budget = f"<p>{e(_budget_line(report.budget))}</p>" if report.budget is not None else ""
+    return (
+        "<table><tr><th>run</th><th>generations</th><th>placement</th><th>status</th>"
+        "<th>estimated</th><th>actual</th><th>actual - estimated</th><th>why</th></tr>"
+        f"{rows}{total}</table>{budget}"
+    )
+
+
 def to_html(report: Report) -> str:
     e = html.escape
     rows = "".join(
@@ -332,6 +414,7 @@ td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left}}th{{background:
 <p>Status: <b>{e(report.status)}</b>, {report.seconds:.1f} s.</p>{rejected}
 <h2>Fitness per generation</h2>{_plot_svg(report)}
 <h2>Canaries</h2>{_canaries_html(report)}
+<h2>Cost</h2>{_cost_html(report)}
 <h2>Runs</h2><table><tr><th>agent</th><th>strategy</th><th>generations</th><th>best training fitness</th>
 <th>candidate (hold-out)</th><th>incumbent (hold-out)</th><th>decision</th><th>canary</th></tr>{rows}</table>
 <h2>What each layer decided</h2><table><tr><th>time</th><th>layer</th><th>decision</th></tr>{decisions}</table>
