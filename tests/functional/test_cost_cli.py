@@ -89,3 +89,10 @@ def test_run_placement_is_the_runs_setting(home, only_cartpole, monkeypatch, cap
     out = json.loads(capsys.readouterr().out)
     assert out["entries"] and {e["placement"] for e in out["entries"]} == {"lambda"}
     assert all(e["status"] == "committed" for e in out["entries"])
+
+
+def test_the_sagemaker_launcher_is_a_command_where_present(capsys):
+    # chimera_local/sagemaker_launch.py registers its own subcommand through add_parser.
+    with pytest.raises(SystemExit) as exited:
+        main(["train-segment", "--help"])
+    assert exited.value.code == 0 and "--last-generation" in capsys.readouterr().out
