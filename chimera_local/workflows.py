@@ -26,6 +26,7 @@ from chimera.runtime import deps
 from chimera.services.execution import LOCAL_ARTIFACT_BUCKET
 from chimera.settings import LocalSettings
 
+from chimera_local import training
 from chimera_local.asl import AslExecutor, Bucket, TaskFailedError
 from gpu_jobs.evaluate_population import definition
 
@@ -65,6 +66,16 @@ def substitutions() -> dict[str, str]:
     values = {f"{name}FunctionArn": function_arn(pkg) for name, pkg, _ in LAYERS}
     values |= {logical_state_machine_name(n): state_machine_arn(n) for n in STATE_MACHINES}
     values |= {"GpuJobDefinitionArn": GPU_JOB_DEFINITION, "GpuJobQueueArn": GPU_JOB_QUEUE}
+    # The SageMaker placement's training job: image and role are names only here (the local
+    # stand-in runs the entrypoint on this machine); its CHIMERA_* environment is this one's.
+    values |= {
+        "TrainingImageUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/chimera-gpu:local",
+        "SageMakerRoleArn": f"arn:aws:iam::{ACCOUNT}:role/chimera-sagemaker",
+        "ChimeraBackend": "local",
+        "ChimeraTableName": "local",
+        "ChimeraBundleBucket": "local",
+        "ChimeraArtifactBucket": LOCAL_ARTIFACT_BUCKET,
+    }
     return values
 
 
@@ -182,7 +193,7 @@ def artifact_bucket(name: str) -> Bucket | None:
 def local_executor(on_state: Callable[[str, str, Any], None] | None = None) -> AslExecutor:
     executor = AslExecutor(
         functions={function_arn(pkg): handler_for(pkg) for _, pkg, _ in LAYERS},
-        jobs={GPU_JOB_DEFINITION: run_gpu_job},
+        jobs={GPU_JOB_DEFINITION: run_gpu_job, training.RESOURCE: training.run_training_job},
         on_state=on_state,
         sleep=bake,
         buckets=artifact_bucket,

@@ -93,7 +93,10 @@ class ChimeraStack(Stack):
             functions=fns,
             job_queue_arn=gpu.queue.job_queue_arn,
             job_definition_arn=gpu.job_definition.job_definition_arn,
+            training_image_uri=gpu.image.image_uri,
+            sagemaker_role=gpu.sagemaker_role,
             artifacts=storage.artifacts,
+            environment=env,
         )
         eventing = Eventing(
             self,
@@ -168,6 +171,17 @@ class ChimeraStack(Stack):
                 "(a parent describes/stops its child runs; the API describes a cycle it "
                 "started under the same name)."
             )
+        scoped[
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
+            "<AWS::AccountId>:training-job/*]"
+        ] = (
+            "evolution-run's training jobs, named per (execution, run, segment) at start; "
+            "Step Functions' createTrainingJob.sync needs create/describe/stop on them."
+        )
+        scoped[
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
+            "<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs:*]"
+        ] = "SageMaker training jobs write their streams, named per job, in this one group."
         Validations.of(self).acknowledge(
             *(
                 Acknowledgment(id=f"AwsSolutions::{rule}", reason=reason)

@@ -1,13 +1,15 @@
-"""AWS Batch on GPU instances for large evaluations, and the SageMaker execution role."""
+"""The GPU placements of a segment: AWS Batch on spot GPU instances, and SageMaker managed-spot
+training jobs, both running the one image built from gpu_jobs/ (the segment job)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Size
+from aws_cdk import ArnFormat, Size, Stack
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
@@ -56,8 +58,10 @@ class GpuJobs(Construct):
         )
         table.grant_read_write_data(job_role)
         artifacts.grant_read(job_role)  # module versions by digest, large generations
-        image = ecs.ContainerImage.from_asset(
-            str(REPO),
+        self.image = ecr_assets.DockerImageAsset(
+            self,
+            "Image",
+            directory=str(REPO),
             file="gpu_jobs/evaluate_population/Dockerfile",
             exclude=[
                 ".venv",
@@ -75,9 +79,10 @@ class GpuJobs(Construct):
                 "**/__pycache__",
             ],
         )
+        image = ecs.ContainerImage.from_docker_image_asset(self.image)
         self.job_definition = batch.EcsJobDefinition(
             self,
-            "EvaluatePopulation",
+            "SegmentJob",
             container=batch.EcsEc2ContainerDefinition(
                 self,
                 "Container",
@@ -89,7 +94,8 @@ class GpuJobs(Construct):
                 command=list(definition.COMMAND),
                 environment=environment,
             ),
-            # A failed evaluation is deterministic: retry only when the spot host went away.
+            # A failed segment is deterministic: retry only when the spot host went away (or
+            # the job stopped on its SIGTERM); every told generation is its checkpoint.
             retry_attempts=definition.ATTEMPTS,
             retry_strategies=[
                 batch.RetryStrategy.of(
@@ -107,7 +113,24 @@ class GpuJobs(Construct):
             self,
             "SageMakerExecution",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description="SageMaker training jobs (the performance predictor, large searches)",
+            description="SageMaker training jobs: segments of a run, the performance predictor",
         )
-        table.grant_read_data(self.sagemaker_role)
+        # The segment job reads and writes the run in the table like the Batch job, reads
+        # modules, and keeps its checkpoints and model output in the artifact bucket.
+        table.grant_read_write_data(self.sagemaker_role)
         bundles.grant_read_write(self.sagemaker_role)
+        artifacts.grant_read_write(self.sagemaker_role)
+        self.image.repository.grant_pull(self.sagemaker_role)
+        self.sagemaker_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[
+                    Stack.of(self).format_arn(
+                        service="logs",
+                        resource="log-group",
+                        resource_name="/aws/sagemaker/TrainingJobs:*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )

@@ -21,7 +21,10 @@ class Workflows(Construct):
         functions: dict[str, lambda_.Function],
         job_queue_arn: str,
         job_definition_arn: str,
+        training_image_uri: str,
+        sagemaker_role: iam.IRole,
         artifacts: s3.IBucket,
+        environment: dict[str, str],
     ) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
@@ -29,22 +32,8 @@ class Workflows(Construct):
         # At most segment_generations generations per child execution: no execution's
         # history nears the 25,000-event quota however long the run.
         self.evolution_segment = self._machine(
-            "EvolutionSegment",
-            "evolution-segment",
-            {**fn_arns, "GpuJobQueueArn": job_queue_arn, "GpuJobDefinitionArn": job_definition_arn},
-            functions,
+            "EvolutionSegment", "evolution-segment", fn_arns, functions
         )
-        self.evolution_segment.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["batch:SubmitJob", "batch:DescribeJobs", "batch:TerminateJob"],
-                resources=[
-                    job_queue_arn,
-                    job_definition_arn,
-                    stack.format_arn(service="batch", resource="job", resource_name="*"),
-                ],
-            )
-        )
-        _allow_sync_rule(self.evolution_segment, "StepFunctionsGetEventsForBatchJobsRule")
         _allow_distributed_map(self, self.evolution_segment, artifacts)
         # One canary per champion: it bakes for hours, so evolution-run starts it and ends.
         self.canary_rollout = self._machine("CanaryRollout", "canary-rollout", fn_arns, functions)
@@ -55,10 +44,33 @@ class Workflows(Construct):
                 **fn_arns,
                 "EvolutionSegmentStateMachineArn": self.evolution_segment.state_machine_arn,
                 "CanaryRolloutStateMachineArn": self.canary_rollout.state_machine_arn,
+                # A segment placed on Batch: one job on the GPU spot queue.
+                "GpuJobQueueArn": job_queue_arn,
+                "GpuJobDefinitionArn": job_definition_arn,
+                # A segment placed on SageMaker: one managed-spot training job of the same
+                # image, with the functions' CHIMERA_* environment.
+                "TrainingImageUri": training_image_uri,
+                "SageMakerRoleArn": sagemaker_role.role_arn,
+                "ChimeraBackend": environment["CHIMERA_BACKEND"],
+                "ChimeraTableName": environment["CHIMERA_TABLE_NAME"],
+                "ChimeraBundleBucket": environment["CHIMERA_BUNDLE_BUCKET"],
+                "ChimeraArtifactBucket": environment["CHIMERA_ARTIFACT_BUCKET"],
             },
             functions,
         )
         _allow_nested(self.evolution_run, self.evolution_segment)
+        self.evolution_run.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["batch:SubmitJob", "batch:DescribeJobs", "batch:TerminateJob"],
+                resources=[
+                    job_queue_arn,
+                    job_definition_arn,
+                    stack.format_arn(service="batch", resource="job", resource_name="*"),
+                ],
+            )
+        )
+        _allow_sync_rule(self.evolution_run, "StepFunctionsGetEventsForBatchJobsRule")
+        _allow_training_jobs(self.evolution_run, sagemaker_role)
         self.canary_rollout.grant_start_execution(self.evolution_run)
         self.optimization_cycle = self._machine(
             "OptimizationCycle",
@@ -106,6 +118,34 @@ def _allow_sync_rule(machine: sfn.StateMachine, rule: str) -> None:
             ],
         )
     )
+
+
+def _allow_training_jobs(machine: sfn.StateMachine, role: iam.IRole) -> None:
+    """`sagemaker:createTrainingJob.sync`, as AWS documents it: create, describe and stop the
+    training jobs (tagged at creation), pass their execution role to SageMaker only, and wait
+    through the managed rule."""
+    stack = Stack.of(machine)
+    machine.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=[
+                "sagemaker:CreateTrainingJob",
+                "sagemaker:DescribeTrainingJob",
+                "sagemaker:StopTrainingJob",
+                "sagemaker:AddTags",
+            ],
+            resources=[
+                stack.format_arn(service="sagemaker", resource="training-job", resource_name="*")
+            ],
+        )
+    )
+    machine.add_to_role_policy(
+        iam.PolicyStatement(
+            actions=["iam:PassRole"],
+            resources=[role.role_arn],
+            conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+        )
+    )
+    _allow_sync_rule(machine, "StepFunctionsGetEventsForSageMakerTrainingJobsRule")
 
 
 def _allow_nested(parent: sfn.StateMachine, child: sfn.StateMachine) -> None:

@@ -30,6 +30,10 @@ class _Common(BaseModel):
     # in the artifact store, one child execution each); fewer keep the inline Map, which AWS
     # runs at most 40 iterations at a time.
     distributed_map_threshold: int = Field(default=40, ge=0, le=100_000)
+    # Where layer 8 places each segment: `auto` (the cheapest that keeps the deadline) or one
+    # route the operator asks for (`chimera run --placement batch`); the cost is reserved
+    # against the budget either way.
+    placement: Literal["auto", "lambda", "batch", "sagemaker"] = "auto"
     allow_wasi: bool = False
     # The evaluation Lambda's size: layer 8 prices the Lambda placement from these.
     evaluator_memory_mb: int = Field(default=1769, ge=128, le=10_240)

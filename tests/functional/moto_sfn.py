@@ -139,6 +139,17 @@ def moto_step_functions(dispatch: Dispatch) -> Iterator[MotoStepFunctions]:
         with zipfile.ZipFile(code, "w") as z:
             z.writestr("handler.py", "def lambda_handler(event, context):\n    return event\n")
         values = {"GpuJobQueueArn": "unused", "GpuJobDefinitionArn": "unused"}
+        values |= {  # the job placements' names: moto never reaches those states here
+            name: "unused"
+            for name in (
+                "TrainingImageUri",
+                "SageMakerRoleArn",
+                "ChimeraBackend",
+                "ChimeraTableName",
+                "ChimeraBundleBucket",
+                "ChimeraArtifactBucket",
+            )
+        }
         for name, pkg, _ in LAYERS:
             values[f"{name}FunctionArn"] = lam.create_function(
                 FunctionName=f"chimera-{pkg.replace('_', '-')}",

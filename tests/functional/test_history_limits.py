@@ -8,11 +8,12 @@ over 16 shards; moto's interpreter runs a shorter run of the same files (2,000 g
 there take about 14 minutes) and both engines must record the same events, execution by
 execution, so the per-generation and per-segment counts measured locally are moto's too.
 
-Events per generation in a segment: Ask 5 + Placement 2 + StageShards 5 + FanOut 2 +
-EvaluateShards (4 + 7 per shard) + Tell 5 + Adapt 5 + Continue 2 = 30 + 7 x shards (142 with
-16 shards, under the Distributed Map's threshold); a segment adds
-ExecutionStarted, SegmentDone 2 and ExecutionSucceeded. See ExecutionHistory for per-state
-counts.
+Events per generation in a segment: Ask 5 + StageShards 5 + FanOut 2 + EvaluateShards
+(4 + 7 per shard) + Tell 5 + Adapt 5 + Continue 2 = 28 + 7 x shards (140 with 16 shards,
+under the Distributed Map's threshold); a segment adds ExecutionStarted, SegmentDone 2 and
+ExecutionSucceeded. Per segment, evolution-run adds FirstSegment/NextSegment 2, layer 8's
+Place 5, Route 2, RunSegment 6, layer 8's CommitCost 5, layer 6's Progress 5 and
+MoreGenerations 2. See ExecutionHistory for per-state counts.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ DEFAULT_SEGMENT = 50  # the Pass default in evolution-run.asl.json
 
 
 def per_generation(shards: int) -> int:
-    return 30 + 7 * shards
+    return 28 + 7 * shards
 
 
 class StandIns:
@@ -78,7 +79,18 @@ class StandIns:
                 run_id = f"{event['execution_id']}.{event['agent_id']}"
                 return {"run_id": run_id, "resumed": False, "phase": "evolve", "generation": 0}
             case "place":
-                return {"placement": "lambda", "detail": "stand-in", "estimated_usd": 0.01}
+                entry = f"{run_id}:{self.generation:06d}:segment"
+                return {"placement": "lambda", "detail": "stand-in", "estimated_usd": 0.01} | {
+                    "reserved_usd": 0.02,
+                    "entry_id": entry,
+                }
+            case "commit_cost":
+                return {"entry_id": event["entry_id"], "placement": "lambda"} | {
+                    "estimated_usd": 0.01,
+                    "actual_usd": 0.01,
+                    "generations": DEFAULT_SEGMENT,
+                    "thresholds_fired": [],
+                }
             case "ask":
                 g, size = self.generation, self.shard_size
                 shards = [
@@ -170,11 +182,13 @@ def test_2000_generations_over_16_shards_stay_inside_every_quota():
     assert sorted(segment_index(s.name) for s in segments) == list(range(40))
     assert all(len(s.name) <= 80 for s in segments)
     per_segment = DEFAULT_SEGMENT * per_generation(shards) + 4
-    assert [len(s.events) for s in segments] == [per_segment] * 40 == [7104] * 40
-    # outer: 29 to the first segment (with the default gate and segment size Passes) + 10 per
-    # segment, 2 less for the last (no NextSegment) + 39 to finish (propose, hold-out, ingest,
-    # gate, hand-off, start the canary, close the run: 5 each, and Done)
-    assert len(outer.events) == 29 + 10 * 40 - 2 + 39 == 466
+    assert [len(s.events) for s in segments] == [per_segment] * 40 == [7004] * 40
+    # outer: 21 to the first segment (with the default gate and segment size Passes) + 27 per
+    # segment (FirstSegment/NextSegment 2, Place 5, Route 2, RunSegment 6, CommitCost 5,
+    # Progress 5, MoreGenerations 2), 2 less for the last (no NextSegment) + 42 to finish
+    # (propose, hold-out, ingest, gate 5 each, Approved 2, hand-off, start the canary, close
+    # the run 5 each, Done 2 and ExecutionSucceeded)
+    assert len(outer.events) == 21 + 27 * 40 - 2 + 42 == 1141
     histories = list(executor.executions.values())
     assert all(h.status == "SUCCEEDED" for h in histories)
     assert [h.machine for h in histories].count("canary-rollout") == 1  # started, not waited for

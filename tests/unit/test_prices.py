@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from chimera.domain.errors import ValidationFailedError
 from chimera.domain.prices import (
+    OUTER_PER_SEGMENT,
     PRICES_FILE,
+    FlowShape,
     Work,
     choose,
     flow_shape,
@@ -21,13 +23,44 @@ from chimera.services.resources import SEGMENT_SHAPES
 
 ROOT = Path(__file__).resolve().parents[2]
 SEGMENT = json.loads((ROOT / "statemachines" / "evolution-segment.asl.json").read_text())
+RUN = json.loads((ROOT / "statemachines" / "evolution-run.asl.json").read_text())
 TABLE = load_prices()
 
 
 def test_the_shapes_layer_8_prices_are_the_deployed_segment_machines():
-    # Counted from the file: if evolution-segment changes, SEGMENT_SHAPES must follow.
+    # Counted from the files: if evolution-segment changes, SEGMENT_SHAPES must follow.
     for (route, distributed), shape in SEGMENT_SHAPES.items():
-        assert flow_shape(SEGMENT, route, distributed) == shape, (route, distributed)
+        if route == "lambda":
+            assert flow_shape(SEGMENT, route, distributed) == shape, (route, distributed)
+        else:  # one job for the whole segment, routed to by evolution-run
+            assert shape == FlowShape(segment_jobs=1)
+    states = RUN["States"]
+    routes = {c["StringEquals"]: c["Next"] for c in states["Route"]["Choices"]}
+    assert states[states["Route"]["Default"]]["Resource"].startswith(
+        "arn:aws:states:::states:startExecution.sync"
+    )
+    assert states[routes["batch"]]["Resource"] == "arn:aws:states:::batch:submitJob.sync"
+    assert (
+        states[routes["sagemaker"]]["Resource"]
+        == "arn:aws:states:::sagemaker:createTrainingJob.sync"
+    )
+    assert set(routes) | {"lambda"} == {route for route, _ in SEGMENT_SHAPES}
+
+
+def test_evolution_runs_loop_per_segment_is_the_outer_shape():
+    # Walk evolution-run's segment loop on the Lambda route: NextSegment back to itself.
+    states, name, walked = RUN["States"], "NextSegment", []
+    while name not in walked:
+        walked.append(name)
+        state = states[name]
+        if state["Type"] == "Choice":
+            loop = [c["Next"] for c in state["Choices"] if c["Next"] == "NextSegment"]
+            name = loop[0] if loop else state["Default"]
+        else:
+            name = state["Next"]
+    lambdas = [n for n in walked if states[n].get("Resource", "").endswith("FunctionArn}")]
+    assert FlowShape(per_segment=len(walked), segment_lambdas=len(lambdas)) == OUTER_PER_SEGMENT
+    assert lambdas == ["Place", "CommitCost", "Progress"]
 
 
 def test_inline_map_transitions_are_a_constant_plus_one_per_shard():
@@ -52,7 +85,7 @@ def test_inline_map_transitions_are_a_constant_plus_one_per_shard():
         Work(generations=200, population=1024, seconds_per_evaluation=0.002, shard_size=64),
         shape,
     )
-    assert run.transitions == 200 * (8 + 16) + 1 + 5
+    assert run.transitions == 200 * (7 + 16) + 1 + 7
     assert run.transitions_usd == pytest.approx(run.transitions * 0.000025)
     assert run.transitions_usd > run.compute_usd  # what the old layer 8 left out dominates
 
@@ -64,15 +97,15 @@ def test_lambda_compute_is_gb_seconds_at_the_architecture_plus_requests():
     arm = segment_cost(TABLE, "lambda", work, shape, memory_mb=1024, architecture="arm64")
     lam = TABLE.lambda_
     # 1,024 MB is 1024/1769 of a vCPU: 100 one-second evaluations take 100 x 1769/1024 s.
-    seconds = 100 * 1769 / 1024 + lam.invocation_overhead_s + 6 * lam.orchestration_task_s
+    seconds = 100 * 1769 / 1024 + lam.invocation_overhead_s + 7 * lam.orchestration_task_s
     assert x86.compute_usd == pytest.approx(seconds * 0.0000166667)
     assert arm.compute_usd == pytest.approx(seconds * 0.0000133334)
-    assert x86.requests_usd == pytest.approx((4 + 1 + 2) * 0.2e-6)
+    assert x86.requests_usd == pytest.approx((4 + 1 + 3) * 0.2e-6)
 
 
 def test_instances_pay_start_up_per_job_and_expected_spot_rework():
-    batch = SEGMENT_SHAPES[("batch", False)]
-    per_segment = batch.model_copy(update={"generation_jobs": 0, "segment_jobs": 1})
+    per_segment = SEGMENT_SHAPES[("batch", False)]
+    batch = FlowShape(generation_jobs=1)  # what the old one-job-per-generation path cost
     work = Work(generations=50, population=1000, seconds_per_evaluation=0.01, shard_size=64)
     each = segment_cost(TABLE, "batch-gpu-spot", work, batch)
     once = segment_cost(TABLE, "batch-gpu-spot", work, per_segment)

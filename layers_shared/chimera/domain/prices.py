@@ -328,8 +328,10 @@ class Work(_Data):
 # an instance, one job does the same in process and checkpoints its state (1 S3 PUT).
 WRU_PER_GENERATION, WRU_PER_SHARD = 10, 1
 RRU_PER_GENERATION, RRU_PER_SHARD = 2, 4
-OUTER_PER_SEGMENT = FlowShape(per_segment=5, segment_lambdas=2)  # Place, RunSegment, CommitCost,
-# MoreGenerations, NextSegment in evolution-run; place and commit_cost are Lambdas
+# evolution-run's loop, once per segment whatever the placement: FirstSegment/NextSegment,
+# Place, Route, the RunSegment task, CommitCost, Progress and MoreGenerations; place,
+# commit_cost and Layer 6's adapt are Lambdas (tests/unit/test_prices.py counts them).
+OUTER_PER_SEGMENT = FlowShape(per_segment=7, segment_lambdas=3)
 
 
 class Cost(_Data):

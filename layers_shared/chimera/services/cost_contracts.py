@@ -19,7 +19,7 @@ class PlaceSegmentRequest(RunRef):
 
 
 class PlaceSegmentResult(Msg):
-    placement: Literal["lambda", "batch"]  # the routes evolution-segment's Choice takes
+    placement: Literal["lambda", "batch", "sagemaker"]  # the routes evolution-run's Route takes
     detail: str
     estimated_usd: float
     reserved_usd: float

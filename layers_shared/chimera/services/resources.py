@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chimera.domain.budget import LedgerEntry
-from chimera.domain.errors import BudgetExceededError, NotFoundError
+from chimera.domain.errors import BudgetExceededError, NotFoundError, ValidationFailedError
 from chimera.domain.models import Decision, EvolutionRun
 from chimera.domain.prices import (
     LAMBDA,
@@ -17,6 +17,7 @@ from chimera.domain.prices import (
     Cost,
     FlowShape,
     PriceTable,
+    Route,
     Work,
     choose,
     load_prices,
@@ -32,27 +33,31 @@ from chimera.services.cost_contracts import (
 from chimera.services.deps import Deps
 from chimera.services.evolution import owned_run
 
-# The placements evolution-segment can run, by the route its Choice reads. The price table
-# also prices Batch on-demand and SageMaker managed spot; they become choices when the
-# deployment has a compute environment / a segment branch for them.
-DEPLOYED: dict[str, str] = {LAMBDA: "lambda", "batch-gpu-spot": "batch"}
+# The placements evolution-run can route a segment to (its Route Choice reads the value): a
+# child evolution-segment execution of Lambdas, one Batch job on the GPU spot queue, or one
+# SageMaker managed-spot training job. The price table also prices Batch on-demand; it
+# becomes a choice when the deployment has an on-demand compute environment.
+DEPLOYED: dict[str, Route] = {
+    LAMBDA: "lambda",
+    "batch-gpu-spot": "batch",
+    "sagemaker-spot": "sagemaker",
+}
 
-# evolution-segment's work per generation and per segment, as `prices.flow_shape` counts it
-# from statemachines/evolution-segment.asl.json (tests/unit/test_prices.py checks these
-# against the file): Lambda inline (Ask, Placement, StageShards, FanOut, EvaluateShards,
-# Tell, Adapt, Continue + one state per shard), Lambda over a Distributed Map of Standard
-# children (+ CollectShards; each child is one transition plus its state), and Batch (one
-# job per generation in the current file).
-SEGMENT_SHAPES: dict[tuple[str, bool], FlowShape] = {
+# A segment's work on each route beyond evolution-run's own loop (`OUTER_PER_SEGMENT`).
+# Lambda: evolution-segment, as `prices.flow_shape` counts it from its file
+# (tests/unit/test_prices.py checks these against it): inline (Ask, StageShards, FanOut,
+# EvaluateShards, Tell, Adapt, Continue + one state per shard), or over a Distributed Map of
+# Standard children (+ CollectShards; each child is one transition plus its state). A job
+# route: one job for the whole segment, whose generations make no transitions.
+SEGMENT_SHAPES: dict[tuple[Route, bool], FlowShape] = {
     ("lambda", False): FlowShape(
-        per_generation=8, per_segment=1, per_item=1, generation_lambdas=4, item_lambdas=1
+        per_generation=7, per_segment=1, per_item=1, generation_lambdas=4, item_lambdas=1
     ),
     ("lambda", True): FlowShape(
-        per_generation=9, per_segment=1, per_item=2, generation_lambdas=5, item_lambdas=1
+        per_generation=8, per_segment=1, per_item=2, generation_lambdas=5, item_lambdas=1
     ),
-    ("batch", False): FlowShape(
-        per_generation=6, per_segment=1, generation_lambdas=3, generation_jobs=1
-    ),
+    ("batch", False): FlowShape(segment_jobs=1),
+    ("sagemaker", False): FlowShape(segment_jobs=1),
 }
 # The reservation is the estimate times this: room for evaluations slower than the suite's
 # figure; an actual above it is still committed in full.
@@ -61,7 +66,7 @@ MIN_EXPIRY_S = 600.0
 
 
 def _shape(placement: str, shards: int, deps: Deps) -> FlowShape:
-    route = DEPLOYED.get(placement, "batch")
+    route = _route(placement)
     distributed = route == "lambda" and shards > deps.settings.distributed_map_threshold
     return SEGMENT_SHAPES[(route, distributed)]
 
@@ -103,12 +108,14 @@ def place(req: PlaceSegmentRequest, deps: Deps) -> PlaceSegmentResult:
         return _placed(stored)
     table = load_prices()
     work = _work(deps, run, generations)
-    options = [_price(deps, table, p, work) for p in DEPLOYED]
+    allowed = _allowed(deps)
+    options = [_price(deps, table, p, work) for p in allowed]
     left_s = (run.started_at + timedelta(seconds=deps.deadline_s) - now).total_seconds()
-    rest = _work(deps, run, max(0, final - last))
-    rest_s = min(_price(deps, table, p, rest).seconds for p in DEPLOYED) if rest.generations else 0
+    rest_s = _fastest_rest(deps, table, run, allowed, generations, max(0, final - last))
     decision = choose(options, left_s, rest_s)
     chosen, reason = decision.chosen, decision.reason
+    if len(allowed) < len(DEPLOYED):
+        reason = f"the deployment places every segment on {deps.settings.placement}; {reason}"
     try:
         entry, _ = deps.store.reserve(
             _entry(deps, run, entry_id, chosen, now, first, last, decision, reason), deps.budget_usd
@@ -129,6 +136,40 @@ def place(req: PlaceSegmentRequest, deps: Deps) -> PlaceSegmentResult:
             raise
     _record_placement(deps, req.execution_id, entry)
     return _placed(entry)
+
+
+def _fastest_rest(
+    deps: Deps,
+    table: PriceTable,
+    run: EvolutionRun,
+    allowed: list[str],
+    size: int,
+    left: int,
+) -> float:
+    """The least wall time the rest of the run can take: segment by segment (each pays its
+    own start-up and loop), of this segment's size and a shorter last one."""
+    if size <= 0:
+        sizes = [left] if left else []
+    else:
+        sizes = [size] * (left // size) + ([left % size] if left % size else [])
+    fastest: dict[int, float] = {}
+    for g in set(sizes):
+        fastest[g] = min(_price(deps, table, p, _work(deps, run, g)).seconds for p in allowed)
+    return sum(fastest[g] for g in sizes)
+
+
+def _route(placement: str) -> Route:
+    route = DEPLOYED.get(placement)
+    if route is None:
+        raise ValidationFailedError("placement", f"{placement!r} is not a deployed placement")
+    return route
+
+
+def _allowed(deps: Deps) -> list[str]:
+    """The placements layer 8 may choose among: all deployed ones, or those of the one route
+    the deployment asks for (`CHIMERA_PLACEMENT`)."""
+    wanted = deps.settings.placement
+    return [p for p, route in DEPLOYED.items() if wanted in ("auto", route)]
 
 
 def _record_placement(deps: Deps, execution_id: str, entry: LedgerEntry) -> None:
@@ -182,7 +223,7 @@ def _entry(
 
 def _placed(entry: LedgerEntry) -> PlaceSegmentResult:
     return PlaceSegmentResult(
-        placement="lambda" if DEPLOYED.get(entry.placement) == "lambda" else "batch",
+        placement=_route(entry.placement),
         detail=f"{entry.placement}: est. ${entry.estimated_usd:.6f}",
         estimated_usd=entry.estimated_usd,
         reserved_usd=entry.reserved_usd,
@@ -217,7 +258,7 @@ def _actual(deps: Deps, entry: LedgerEntry, now: datetime) -> tuple[float, dict[
     evaluations = sum(p.evaluations for p in points)
     population = max(1, round(evaluations / told)) if told else run.population_size
     measured = None
-    if DEPLOYED.get(entry.placement) != "lambda":
+    if _route(entry.placement) != "lambda":
         measured = max(0.0, (now - entry.reserved_at).total_seconds())
     work = Work(
         generations=told,
