@@ -20,8 +20,9 @@ STATE_MACHINES: tuple[str, ...] = (
     "evolution-run",
     "evolution-segment",
     "canary-rollout",
+    "predictor-training",
 )
-GPU_JOB = "evaluate_population"
+GPU_JOB = "segment"  # the Batch job: one segment of a run (gpu_jobs/segment)
 STATEMACHINES_DIR = Path(__file__).resolve().parents[2] / "statemachines"
 
 
