@@ -34,6 +34,10 @@ class _Common(BaseModel):
     # route the operator asks for (`chimera run --placement batch`); the cost is reserved
     # against the budget either way.
     placement: Literal["auto", "lambda", "batch", "sagemaker"] = "auto"
+    # Pre-screening offspring with the agent's performance predictor (CHIMERA_PRESCREEN): `on`
+    # screens where the suite opts in (its `prescreen_keep`) and a predictor is installed
+    # for the agent; `off` evaluates every candidate the optimizer asks.
+    prescreen: Literal["on", "off"] = "on"
     allow_wasi: bool = False
     # The evaluation Lambda's size: layer 8 prices the Lambda placement from these.
     evaluator_memory_mb: int = Field(default=1769, ge=128, le=10_240)

@@ -218,13 +218,21 @@ def prescreen(
     predicted = model.predict_fitness(x, generation)
     if direction == "min":
         predicted = -predicted
-    explore = max(1, round(explore_fraction * keep)) if explore_fraction > 0 else 0
-    explore = min(explore, keep - 1)  # the best predicted candidate is always kept
+    explore = explored(n, keep, explore_fraction)
     order = np.argsort(-predicted, kind="stable")  # best predicted first; ties by position
     best = order[: keep - explore]
     rest = order[keep - explore :]
     drawn = rng.choice(rest, size=explore, replace=False) if explore else np.array([], int)
     return sorted(int(i) for i in np.concatenate([best, drawn]))
+
+
+def explored(n: int, keep: int, explore_fraction: float = 0.1) -> int:
+    """How many of the `keep` candidates `prescreen` draws at random from `n` (the rest are
+    the best predicted): none when nothing is left out, else `max(1, round(fraction * keep))`
+    (none for a fraction of 0), and never the best predicted one's place."""
+    if keep >= n or explore_fraction <= 0:
+        return 0
+    return min(max(1, round(explore_fraction * keep)), keep - 1)
 
 
 def screen_trials(

@@ -24,6 +24,8 @@ import zlib
 from datetime import timedelta
 from typing import Literal
 
+import numpy as np
+
 from chimera.domain.errors import (
     ConflictError,
     NotFoundError,
@@ -46,6 +48,13 @@ from chimera.domain.models import (
     utcnow,
 )
 from chimera.domain.optimizers import FAILED, OPTIMIZERS, Fitness, Optimizer
+from chimera.domain.predictor import (
+    PredictorModel,
+    blob_key,
+    explored,
+    parse_model,
+    screen_trials,
+)
 from chimera.domain.suites import get_suite
 from chimera.domain.termination import AnyOf, Progress, StepSizeFloor, standard
 from chimera.services.contracts import (
@@ -258,15 +267,41 @@ def _running(deps: Deps, run_id: str, execution_id: str) -> EvolutionRun:
 
 
 def ask(req: AskRequest, deps: Deps) -> AskResult:
+    """The generation's candidates, stored with the optimizer's state, in shards to evaluate.
+
+    Where the run's suite opts in (`prescreen_keep`), the deployment allows it
+    (CHIMERA_PRESCREEN=on) and a predictor is installed for the agent (the blob
+    `predictor.blob_key(agent_id)`), only `ceil(share × λ)` of the optimizer's λ candidates are
+    stored and evaluated (`predictor.screen_trials`: the best predicted plus a random tenth);
+    the rest are told to the optimizer as not evaluated before its state is stored, so `tell`
+    completes the generation with the kept ones. The screen's draw is seeded by (run seed,
+    generation): a retry after a crash before the write screens alike. A predictor that cannot
+    be used — not JSON, the wrong shapes (parse_model's ValidationFailedError), or made for
+    other genes, another suite or another agent — is ignored with a recorded decision saying
+    why: the run is still correct without a screen, only dearer, so a stale model never
+    stops it.
+    """
     run = _running(deps, req.run_id, req.execution_id)
     number = run.generation
     if run.asked_generation == number:  # asked before a crash: same candidates again
         size = len(deps.store.get_generation(run.run_id, number).individuals)
+        _redecide_screen(deps, req.execution_id, run, number, size)
         return AskResult(
             run_id=run.run_id, generation=number, shards=_shards(run, number, size, deps.shard_size)
         )
     optimizer = Optimizer.restore(run.optimizer_state)
     trials = optimizer.ask_trials()
+    asked = len(trials)
+    screen = _screen_model(deps, req.execution_id, run)
+    keep = asked if screen is None else math.ceil(screen[1] * asked)
+    if screen is not None and keep < asked:
+        trials = screen_trials(
+            optimizer,
+            trials,
+            screen[0],
+            keep=keep,
+            rng=np.random.default_rng([run.seed % 2**64, number]),
+        )
     generation = Generation(
         run_id=run.run_id,
         number=number,
@@ -279,11 +314,121 @@ def ask(req: AskRequest, deps: Deps) -> AskResult:
         run, req.execution_id, deps, asked_generation=number, optimizer_state=optimizer.state
     )
     deps.store.save_asked(run, generation)
+    if screen is not None and keep < asked:
+        _decide_screen(deps, req.execution_id, run, number, asked, len(trials), screen[0])
     return AskResult(
         run_id=run.run_id,
         generation=number,
         shards=_shards(run, number, len(trials), deps.shard_size),
     )
+
+
+def _screen_model(
+    deps: Deps, execution_id: str, run: EvolutionRun
+) -> tuple[PredictorModel, float] | None:
+    """The agent's predictor and the share of candidates to keep, where the suite opts in,
+    the deployment allows it and an installed predictor fits the agent; else None (a
+    predictor that is there but cannot be used is recorded as ignored, once per run and blob).
+    """
+    share = get_suite(run.suite).prescreen_keep
+    if share is None or deps.settings.prescreen == "off":
+        return None
+    if not 0.0 < share <= 1.0:
+        raise ValidationFailedError("prescreen_keep", f"{run.suite}: {share} is not in (0, 1]")
+    key = blob_key(run.agent_id)
+    try:
+        data = deps.store.blobs.get(key)
+    except NotFoundError:
+        return None  # no predictor trained for this agent (yet): every candidate is evaluated
+    try:
+        model = parse_model(data)
+        _check_fits(
+            model, run, [g.name for g in deps.store.get_agent(run.agent_id).manifest.genome]
+        )
+    except ValidationFailedError as exc:
+        digest = hashlib.sha256(data).hexdigest()[:12]
+        _decide(
+            deps,
+            execution_id,
+            f"{run.run_id}:prescreen-ignored:{digest}",
+            f"{run.agent_id}: predictor {key} ignored, every candidate is evaluated: {exc}",
+            run_id=run.run_id,
+            generation=run.generation,
+            predictor=key,
+            sha256=digest,
+            field=exc.field,
+            reason=exc.message,
+        )
+        return None
+    return model, share
+
+
+def _check_fits(model: PredictorModel, run: EvolutionRun, genes: list[str]) -> None:
+    """ValidationFailedError naming the predictor's field that does not fit the run's agent.
+
+    Genes fit by name, or by count where the model names them by position (`g0`, `g1`, ...:
+    what the training job writes, since history rows carry no gene names).
+    """
+    positional = [f"g{i}" for i in range(len(model.genes))]
+    named = list(model.genes) != positional
+    if (list(model.genes) != genes) if named else (len(model.genes) != len(genes)):
+        raise ValidationFailedError(
+            "predictor.genes", f"made for genes {list(model.genes)}, the agent has {genes}"
+        )
+    if model.suite != run.suite:
+        raise ValidationFailedError(
+            "predictor.suite", f"made for suite {model.suite!r}, the run's is {run.suite!r}"
+        )
+    if model.agent_id is not None and model.agent_id != run.agent_id:
+        raise ValidationFailedError(
+            "predictor.agent_id", f"made for agent {model.agent_id!r}, not {run.agent_id!r}"
+        )
+
+
+def _decide_screen(
+    deps: Deps,
+    execution_id: str,
+    run: EvolutionRun,
+    number: int,
+    asked: int,
+    kept: int,
+    model: PredictorModel | None,
+) -> None:
+    """Record a screened generation once: asked, kept, of them explored at random, and the
+    model's held-out R² (None where the model is gone or has no metrics)."""
+    r2 = model.metrics.r2[0] if model is not None and model.metrics is not None else None
+    random_ = explored(asked, kept)
+    quality = f"model R² {r2:.2f}" if r2 is not None else "model R² unknown"
+    _decide(
+        deps,
+        execution_id,
+        f"{run.run_id}:{number}:prescreen",
+        f"{run.agent_id}: generation {number} pre-screened: {kept} of {asked} candidates "
+        f"evaluated ({kept - random_} best predicted, {random_} at random; {quality})",
+        run_id=run.run_id,
+        generation=number,
+        asked=asked,
+        kept=kept,
+        explored=random_,
+        r2=r2,
+        predictor=blob_key(run.agent_id),
+    )
+
+
+def _redecide_screen(
+    deps: Deps, execution_id: str, run: EvolutionRun, number: int, kept: int
+) -> None:
+    """On a repeated ask of a screened generation, its decision again (a no-op if recorded;
+    a process killed between the write and the decision records it now). The counts come
+    from the stored state: the optimizer's open generation holds every asked candidate, the
+    rejected ones already told."""
+    pending = run.optimizer_state.get("pending") or []
+    if kept >= len(pending):
+        return  # not screened
+    model = None
+    with contextlib.suppress(NotFoundError, ValidationFailedError):
+        model = parse_model(deps.store.blobs.get(blob_key(run.agent_id)))
+    _decide_screen(deps, execution_id, run, number, len(pending), kept, model)
 
 
 def tell(req: TellRequest, deps: Deps) -> TellResult:
