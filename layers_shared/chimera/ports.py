@@ -17,7 +17,6 @@ from chimera.domain.events import Event
 from chimera.domain.models import (
     Agent,
     Alias,
-    CostEntry,
     Decision,
     EvolutionRun,
     Experiment,
@@ -31,6 +30,7 @@ from chimera.domain.models import (
     Quarantined,
     ResourceLimits,
     RunStatus,
+    ShardFitness,
 )
 from chimera.domain.rollups import DEFAULT_WINDOW_S, Rollup
 from chimera.domain.sandbox import ModuleInfo
@@ -230,12 +230,26 @@ class GenerationStore(Protocol):
         ...
 
     def put_shard_fitness(
-        self, run_id: str, generation: int, shard: int, fitness: Mapping[int, dict[str, Any]]
+        self,
+        run_id: str,
+        generation: int,
+        shard: int,
+        fitness: Mapping[int, dict[str, Any]],
+        seconds: float | None = None,
     ) -> None:
-        """Fitness of a shard's candidates by index, each as chimera Fitness JSON."""
+        """Fitness of a shard's candidates by index, each as chimera Fitness JSON, and the
+        seconds its evaluation was measured to take (None: not measured). One record per
+        shard: a second write (a retried task) replaces the first."""
         ...
 
-    def get_shard_fitness(self, run_id: str, generation: int) -> dict[int, dict[str, Any]]: ...
+    def get_shards(self, run_id: str, generation: int) -> list[ShardFitness]:
+        """The generation's shard records (fitness and measured seconds), by shard number."""
+        ...
+
+    def get_shard_fitness(self, run_id: str, generation: int) -> dict[int, dict[str, Any]]:
+        """Fitness by candidate index over all of the generation's shards."""
+        ...
+
     def get_generation(self, run_id: str, number: int) -> Generation: ...
 
     def save_told(
@@ -253,21 +267,6 @@ class DecisionStore(Protocol):
         ...
 
     def list_decisions(self, execution_id: str) -> list[Decision]: ...
-
-
-class CostStore(Protocol):
-    def add_cost(self, entry: CostEntry) -> None: ...
-
-    def charge(self, entry: CostEntry, budget: str, ceiling: float) -> bool:
-        """Record the cost and add it to the budget counter atomically (idempotent by id).
-
-        BudgetExceededError if the counter would pass `ceiling`.
-        """
-        ...
-
-    def list_costs(
-        self, run_id: str | None = None, period: str | None = None
-    ) -> list[CostEntry]: ...
 
 
 class CostLedger(Protocol):
@@ -324,7 +323,6 @@ class Store(
     RunStore,
     GenerationStore,
     DecisionStore,
-    CostStore,
     CostLedger,
     CounterStore,
     Protocol,

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from chimera.adapters.kv import QUARANTINE
+from chimera.domain.budget import LedgerEntry
 from chimera.domain.errors import CorruptStateError, ValidationFailedError
 from chimera.domain.events import AnomalyDetected
 from chimera.domain.models import (
-    CostEntry,
     Decision,
     FitnessPoint,
     Generation,
@@ -24,6 +25,8 @@ from chimera.domain.models import (
 from test_store_contract import run
 
 from chimera_local.sqlite_store import SqliteStore
+
+T0 = datetime(2026, 11, 5, tzinfo=UTC)
 
 
 def hand_write(
@@ -142,11 +145,25 @@ def _decisions(store: Any) -> tuple[str, str, Any]:
     return "DEC#e1/2026-11-21T00:00:00+00:00#deadbeef", "not valid JSON", None
 
 
-def _costs(store: Any) -> tuple[str, str, Any]:
-    store.add_cost(CostEntry(entry_id="c1", run_id="r1", placement="lambda", estimated_usd=1))
-    bad = {"entry_id": "c2", "run_id": "r1", "placement": "lambda", "estimated_usd": None}
-    hand_write(store, "COST#r1", "c2", json.dumps(bad))
-    return "COST#r1/c2", "estimated_usd", None
+def _ledger(store: Any) -> tuple[str, str, Any]:
+    good = LedgerEntry(
+        entry_id="c1",
+        run_id="r1",
+        execution_id="e1",
+        period="2026-11",
+        placement="lambda",
+        estimated_usd=1,
+        reserved_usd=2,
+        reserved_at=T0,
+        expires_at=T0 + timedelta(hours=1),
+    )
+    store.reserve(good, 10)
+    bad = good.model_dump(mode="json", exclude={"revision"}) | {
+        "entry_id": "c2",
+        "estimated_usd": None,
+    }
+    hand_write(store, "LEDGER#r1", "c2", json.dumps(bad), ("LEDGER#2026-11", "x#c2"))
+    return "LEDGER#r1/c2", "estimated_usd", lambda: store.get_ledger_entry("r1", "c2")
 
 
 def _event() -> AnomalyDetected:
@@ -185,7 +202,11 @@ POISONS: dict[str, tuple[Any, Any, Any]] = {
         lambda s: [d.summary for d in s.list_decisions("e1")],
         ["fine"],
     ),
-    "cost without an amount": (_costs, lambda s: [c.entry_id for c in s.list_costs("r1")], ["c1"]),
+    "ledger entry without an amount": (
+        _ledger,
+        lambda s: [e.entry_id for e in s.list_ledger(period="2026-11")],
+        ["c1"],
+    ),
     "outbox event of no known type": (
         _outbox,
         lambda s: [type(e).__name__ for _, e in s.pending_events()],
@@ -306,7 +327,7 @@ def test_writes_refuse_non_finite_numbers_naming_the_field(store):
         (lambda: store.add_to_counter("budget", float("nan")), "delta"),
         (
             lambda: store.put_shard_fitness("r1", 0, 0, {0: {"objectives": [float("inf")]}}),
-            "0.objectives.0",
+            "fitness.0.objectives.0",
         ),
     ]
     for write, field in cases:

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 from chimera.adapters.kv import ABSENT, Put
-from chimera.domain.errors import ConflictError, NotFoundError
+from chimera.domain.errors import ConflictError, NotFoundError, ValidationFailedError
 from chimera.domain.models import (
     Agent,
     AgentManifest,
@@ -20,6 +20,7 @@ from chimera.domain.models import (
     Individual,
     KpiRecord,
     Strategy,
+    measured_seconds,
 )
 
 MANIFEST = AgentManifest(
@@ -155,6 +156,45 @@ def test_evolution_state_round_trip(store):
     assert store.get_generation("r1", 0).evaluated
     assert store.fitness_history("r1") == [point]
     assert [x.run_id for x in store.list_runs("demo")] == ["r1"]
+
+
+def test_shard_records_keep_their_measured_seconds_once_and_old_ones_load(store):
+    store.put_shard_fitness("r1", 3, 0, {0: {"objectives": [1.0]}}, seconds=0.5)
+    store.put_shard_fitness("r1", 3, 0, {0: {"objectives": [1.0]}}, seconds=0.25)  # a retry
+    store.put_shard_fitness("r1", 3, 1, {1: {"objectives": [2.0]}, 2: {"objectives": [3.0]}})
+    # A shard stored before shards were timed: the fitness object alone, as the first layout.
+    store._write([Put("SHARD#r1#000003", "000002", '{"3":{"objectives":[4.0]}}')])
+    shards = store.get_shards("r1", 3)
+    assert [(s.shard, sorted(s.fitness), s.seconds) for s in shards] == [
+        (0, [0], 0.25),  # the retry replaced the first write: its seconds count once
+        (1, [1, 2], None),
+        (2, [3], None),
+    ]
+    assert measured_seconds(shards) == (0.25, 1)
+    assert sorted(store.get_shard_fitness("r1", 3)) == [0, 1, 2, 3]
+    with pytest.raises(ValidationFailedError) as err:
+        store.put_shard_fitness("r1", 3, 4, {4: {"objectives": [1.0]}}, seconds=-1.0)
+    assert err.value.field == "seconds"
+    # A fitness point told before (no seconds) and after (its generation's measured ones).
+    store.create_run(run())
+    points = [
+        FitnessPoint(run_id="r1", generation=0, best=1, mean=1, std=0, evaluations=2),
+        FitnessPoint(
+            run_id="r1",
+            generation=1,
+            best=1,
+            mean=1,
+            std=0,
+            evaluations=2,
+            evaluation_seconds=0.25,
+            measured_evaluations=1,
+        ),
+    ]
+    old = '{"run_id":"r1","generation":0,"best":1.0,"mean":1.0,"std":0.0,"evaluations":2}'
+    store._write([Put("FIT#r1", "000000", old)])  # as stored before points had seconds
+    gen = Generation(run_id="r1", number=1, individuals=())
+    store.save_told(store.get_run("r1"), gen, points[1])
+    assert store.fitness_history("r1") == points
 
 
 def test_failed_transaction_writes_nothing(store):

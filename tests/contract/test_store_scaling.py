@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from chimera.adapters.kv import MAX_ITEM_BYTES
+from chimera.domain.budget import LedgerEntry
 from chimera.domain.errors import BudgetExceededError, ConflictError, ValidationFailedError
 from chimera.domain.events import GenomePromoted
 from chimera.domain.models import (
     Alias,
-    CostEntry,
     Decision,
     Genome,
     KpiRecord,
@@ -71,22 +71,33 @@ def test_kpis_by_agent_version_and_time(store):
     assert store.get_kpi("demo", "j3").genome_version == 2
 
 
-def test_costs_by_run_and_period_and_the_budget_counter(store):
-    def entry(i: int, at: datetime, usd: float = 1.0) -> CostEntry:
-        return CostEntry(
-            entry_id=f"e{i}", run_id=f"r{i % 2}", placement="lambda", estimated_usd=usd, at=at
+def test_ledger_by_run_and_period_and_each_periods_budget(store):
+    def entry(i: int, at: datetime, usd: float = 1.0) -> LedgerEntry:
+        return LedgerEntry(
+            entry_id=f"e{i}",
+            run_id=f"r{i % 2}",
+            execution_id="ex",
+            period=f"{at:%Y-%m}",
+            placement="lambda",
+            estimated_usd=usd / 2,
+            reserved_usd=usd,
+            reserved_at=at,
+            expires_at=at + timedelta(hours=1),
         )
 
-    assert store.charge(entry(0, T0), "budget#2026-11", 2.5)
-    assert not store.charge(entry(0, T0), "budget#2026-11", 2.5)  # a retry: charged once
-    assert store.charge(entry(1, T0 + timedelta(days=1)), "budget#2026-11", 2.5)
+    assert store.reserve(entry(0, T0), 2.5)[1]
+    assert not store.reserve(entry(0, T0), 2.5)[1]  # a retry: held once
+    assert store.reserve(entry(1, T0 + timedelta(days=1)), 2.5)[1]
     with pytest.raises(BudgetExceededError, match="budget_usd"):
-        store.charge(entry(2, T0 + timedelta(days=2)), "budget#2026-11", 2.5)
-    assert store.counter("budget#2026-11") == 2.0
-    store.add_cost(entry(3, T0 + timedelta(days=31)))  # December
-    assert [c.entry_id for c in store.list_costs(period="2026-11")] == ["e0", "e1"]
-    assert [c.entry_id for c in store.list_costs(period="2026-12")] == ["e3"]
-    assert [c.entry_id for c in store.list_costs(run_id="r1")] == ["e1", "e3"]
+        store.reserve(entry(2, T0 + timedelta(days=2)), 2.5)
+    assert store.budget_state("2026-11", 2.5).held_usd == 2.0
+    assert store.reserve(entry(3, T0 + timedelta(days=31)), 2.5)[1]  # December: its own budget
+    assert store.budget_state("2026-12", 2.5).held_usd == 1.0
+    assert [e.entry_id for e in store.list_ledger(period="2026-11")] == ["e0", "e1"]
+    assert [e.entry_id for e in store.list_ledger(period="2026-12")] == ["e3"]
+    assert [e.entry_id for e in store.list_ledger(run_id="r1")] == ["e1", "e3"]
+    with pytest.raises(ValidationFailedError, match="run_id"):
+        store.list_ledger()
 
 
 def test_conditional_counter(store):

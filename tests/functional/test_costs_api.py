@@ -54,6 +54,9 @@ def test_costs_of_a_run_page_by_page_with_totals_over_all(ledger):
     assert entry["actual_usd"] > 0
     assert entry["difference_usd"] == pytest.approx(entry["actual_usd"] - entry["estimated_usd"])
     assert entry["counts"]["generations"] == 1 and entry["counts"]["evaluations"] > 0
+    # The evaluator's seconds as the shards measured them, for every evaluation (layer 8).
+    assert entry["counts"]["evaluator_s"] > 0
+    assert entry["counts"]["measured_evaluations"] == entry["counts"]["evaluations"]
     assert {o["placement"] for o in entry["options"]} >= {"lambda", "batch-gpu-spot"}
 
     query = {"run_id": RUN, "limit": "1", "cursor": page["next_cursor"]}

@@ -8,7 +8,7 @@ models and items lives here once, one section per aggregate. Rules both adapters
   generation) go to the blob store by content digest and the item keeps the reference;
   `_write` refuses anything still too large, on SQLite too, so local runs fail like the cloud;
 - one index, gsi1 (gsi1pk, gsi1sk), answers runs by agent and status, KPIs by agent, genome
-  version and time, costs by period, and the pending outbox;
+  version and time, the cost ledger by period, and the pending outbox;
 - KPI rollups (chimera.domain.rollups) are items of their own, updated in the transaction
   that stores their KPIs: a time window under `ROLLUP#agent` / `<window start>#vNNNNNNNN`
   (gsi1 `ROLLUP#agent#vNNNNNNNN` / `<window start>`), an experiment arm under
@@ -27,6 +27,7 @@ models and items lives here once, one section per aggregate. Rules both adapters
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import json
 import logging
@@ -46,7 +47,6 @@ from chimera.adapters.kv_detectors import DetectorItems
 from chimera.adapters.kv_experiments import PARSERS as EXPERIMENT_PARSERS
 from chimera.adapters.kv_experiments import ExperimentItems
 from chimera.domain.errors import (
-    BudgetExceededError,
     ConflictError,
     CorruptStateError,
     NotFoundError,
@@ -56,7 +56,6 @@ from chimera.domain.events import EVENT_TYPES, SOURCE, Event
 from chimera.domain.models import (
     Agent,
     Alias,
-    CostEntry,
     Decision,
     EvolutionRun,
     FitnessPoint,
@@ -65,6 +64,7 @@ from chimera.domain.models import (
     KpiRecord,
     Quarantined,
     RunStatus,
+    ShardFitness,
     utcnow,
 )
 from chimera.domain.rollups import DEFAULT_WINDOW_S, Rollup, Scope, scopes_of
@@ -314,7 +314,6 @@ class KeyValueStore(ExperimentItems, DetectorItems, CostItems, abc.ABC):
             ("SHARD#", _parse_shard),
             ("FIT#", FitnessPoint.model_validate_json),
             ("DEC#", Decision.model_validate_json),
-            ("COST#", CostEntry.model_validate_json),
             ("OUTBOX#", _parse_envelope),
             *EXPERIMENT_PARSERS,
             *DETECTOR_PARSERS,
@@ -835,17 +834,45 @@ class KeyValueStore(ExperimentItems, DetectorItems, CostItems, abc.ABC):
         return nxt
 
     def put_shard_fitness(
-        self, run_id: str, generation: int, shard: int, fitness: Mapping[int, dict[str, Any]]
+        self,
+        run_id: str,
+        generation: int,
+        shard: int,
+        fitness: Mapping[int, dict[str, Any]],
+        seconds: float | None = None,
     ) -> None:
-        doc = json.dumps({str(k): v for k, v in fitness.items()}, separators=(",", ":"))
-        self._write([Put(f"SHARD#{run_id}#{generation:06d}", f"{shard:06d}", doc)])
+        """One item per shard (`SHARD#<run>#<generation>` / `<shard>`): a retried shard's
+        write replaces the first, so its measured seconds count once."""
+        doc: dict[str, Any] = {"fitness": {str(k): v for k, v in fitness.items()}}
+        if seconds is not None:
+            if not (math.isfinite(seconds) and seconds >= 0):
+                raise ValidationFailedError("seconds", f"{seconds} is not a duration >= 0")
+            doc["seconds"] = seconds
+        self._write(
+            [
+                Put(
+                    f"SHARD#{run_id}#{generation:06d}",
+                    f"{shard:06d}",
+                    json.dumps(doc, separators=(",", ":")),
+                )
+            ]
+        )
+
+    def get_shards(self, run_id: str, generation: int) -> list[ShardFitness]:
+        """The generation's shard records by shard number; one that does not parse is skipped
+        (its candidates then count as not evaluated, and tell names them)."""
+        out = []
+        for row in self._rows(f"SHARD#{run_id}#{generation:06d}"):
+            try:
+                out.append(self._read(functools.partial(_parse_shard, sk=row.sk), row))
+            except CorruptStateError as exc:
+                self._quarantine(row, exc.reason)
+        return sorted(out, key=lambda s: s.shard)
 
     def get_shard_fitness(self, run_id: str, generation: int) -> dict[int, dict[str, Any]]:
-        """Fitness by candidate index; a shard that does not parse is skipped (its candidates
-        then count as not evaluated, and tell names them)."""
         out: dict[int, dict[str, Any]] = {}
-        for shard in self._read_all(_parse_shard, self._rows(f"SHARD#{run_id}#{generation:06d}")):
-            out.update(shard)
+        for shard in self.get_shards(run_id, generation):
+            out.update(shard.fitness)
         return out
 
     def _parse_generation(self, doc: str) -> Generation:
@@ -873,7 +900,7 @@ class KeyValueStore(ExperimentItems, DetectorItems, CostItems, abc.ABC):
     def fitness_history(self, run_id: str) -> list[FitnessPoint]:
         return self._read_all(FitnessPoint.model_validate_json, self._rows(f"FIT#{run_id}"))
 
-    # -- decisions and costs --------------------------------------------------------------
+    # -- decisions --------------------------------------------------------------------
     def add_decision(self, decision: Decision) -> bool:
         """Record a decision; with a key, at most once (False: a retry had recorded it)."""
         pk = f"DEC#{decision.execution_id}"
@@ -887,66 +914,25 @@ class KeyValueStore(ExperimentItems, DetectorItems, CostItems, abc.ABC):
         rows = self._rows(f"DEC#{execution_id}")
         return sorted(self._read_all(Decision.model_validate_json, rows), key=lambda d: d.at)
 
-    def _cost_put(self, entry: CostEntry) -> Put:
-        return Put(
-            f"COST#{entry.run_id}",
-            entry.entry_id,
-            entry.model_dump_json(),
-            condition=ABSENT,
-            gsi1=(f"COSTS#{entry.at:%Y-%m}", f"{_iso(entry.at)}#{entry.entry_id}"),
-        )
 
-    def add_cost(self, entry: CostEntry) -> None:
-        self._write([self._cost_put(entry)])
-
-    def charge(self, entry: CostEntry, budget: str, ceiling: float) -> bool:
-        """Record a cost and add it to the `budget` counter in one transaction.
-
-        Idempotent by entry id: a repeated charge changes nothing and returns False.
-        BudgetExceededError if the counter would pass `ceiling`; nothing is written then.
-        """
-        if self._get(f"COST#{entry.run_id}", entry.entry_id) is not None:
-            return False
-        try:
-            self._write(
-                [self._cost_put(entry), Add("COUNTER", budget, entry.estimated_usd, ceiling)]
-            )
-        except ConflictError as exc:
-            if self._get(f"COST#{entry.run_id}", entry.entry_id) is not None:
-                return False  # a concurrent retry recorded it first
-            spent = self._get_num("COUNTER", budget)
-            raise BudgetExceededError(
-                f"budget_usd: {budget} has ${spent:.4f} of ${ceiling:.2f} spent; "
-                f"${entry.estimated_usd:.4f} more would pass it"
-            ) from exc
-        return True
-
-    def list_costs(self, run_id: str | None = None, period: str | None = None) -> list[CostEntry]:
-        """Costs of a run, or of a calendar month (`period` as YYYY-MM), oldest first."""
-        if run_id is not None:
-            rows = self._rows(f"COST#{run_id}")
-        elif period is not None:
-            rows = self._rows(f"COSTS#{period}", index=True)
-        else:
-            raise ValidationFailedError("run_id", "give a run id or a period")
-        return sorted(self._read_all(CostEntry.model_validate_json, rows), key=lambda c: c.at)
-
-
-def _parse_shard(doc: str) -> dict[int, dict[str, Any]]:
-    fitness = json.loads(doc)
+def _parse_shard(doc: str, sk: str = "0") -> ShardFitness:
+    """A shard's item: `{"fitness": {index: Fitness JSON}, "seconds": s}` (seconds when it
+    was measured), or the first layout, the fitness object alone (no seconds)."""
+    data = json.loads(doc)
+    if isinstance(data, dict) and "fitness" in data:
+        fitness, seconds = data["fitness"], data.get("seconds")
+    else:
+        fitness, seconds = data, None
     if not isinstance(fitness, dict) or not all(isinstance(v, dict) for v in fitness.values()):
         raise ValueError("a shard's fitness is an object of objects by candidate index")
-    return {int(k): v for k, v in fitness.items()}
+    return ShardFitness(
+        shard=int(sk), fitness={int(k): v for k, v in fitness.items()}, seconds=seconds
+    )
 
 
 def _parse_envelope(doc: str) -> Event:
     envelope = json.loads(doc)
     return _EVENTS[envelope["detail-type"]].model_validate(envelope["detail"])
-
-
-def month(at: datetime | None = None) -> str:
-    """The budget period a moment falls in (calendar month, UTC)."""
-    return f"{(at or utcnow()):%Y-%m}"
 
 
 # -- KPIs: chunking a batch for put_kpis -----------------------------------------------------

@@ -391,6 +391,29 @@ class Generation(Frozen):
         return [i.fitness if i.fitness is not None else float("-inf") for i in self.individuals]
 
 
+class ShardFitness(Frozen):
+    """One shard's stored result: its candidates' fitness by index (chimera Fitness JSON) and
+    the wall time its evaluation was measured to take (`execution.evaluate_shard`: the shard's
+    reads, the module's load and the evaluation, on a monotonic clock, rounded up to the
+    millisecond as Lambda bills an invoke). `seconds` is None where nothing was measured: a
+    record stored before shards were timed, a shard the Distributed Map recorded as failed
+    past its retries, or one an instance job evaluated in a batch (its time is the job's)."""
+
+    shard: int = Field(ge=0)
+    fitness: dict[int, dict[str, Any]]
+    seconds: float | None = Field(default=None, ge=0)
+
+
+def measured_seconds(shards: list[ShardFitness]) -> tuple[float | None, int | None]:
+    """A generation's measured evaluation seconds, summed over its shards that were timed,
+    and the candidates in those shards; (None, None) when none was. One record per shard: a
+    retried shard's evaluation counts once (its last write)."""
+    timed = [(s.seconds, len(s.fitness)) for s in shards if s.seconds is not None]
+    if not timed:
+        return None, None
+    return math.fsum(t for t, _ in timed), sum(n for _, n in timed)
+
+
 class FitnessPoint(Frozen):
     run_id: RunId
     generation: int = Field(ge=0)
@@ -398,6 +421,15 @@ class FitnessPoint(Frozen):
     mean: float
     std: float = Field(ge=0)
     evaluations: int = Field(ge=0)
+    evaluation_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="the generation's measured shard seconds (measured_seconds); None when no "
+        "shard was timed (history stored before they were, or an instance job's batch)",
+    )
+    measured_evaluations: int | None = Field(
+        default=None, ge=0, description="the candidates in the shards `evaluation_seconds` timed"
+    )
 
 
 class Decision(Frozen):
@@ -412,15 +444,6 @@ class Decision(Frozen):
         max_length=512,
         description="idempotency key, as (run, generation, step): a retried step decides once",
     )
-    at: datetime = Field(default_factory=utcnow)
-
-
-class CostEntry(Frozen):
-    entry_id: Name
-    run_id: RunId
-    placement: str = Field(min_length=1, max_length=64)
-    estimated_usd: float = Field(ge=0, le=1_000_000)
-    actual_usd: float | None = Field(default=None, ge=0, le=1_000_000)
     at: datetime = Field(default_factory=utcnow)
 
 

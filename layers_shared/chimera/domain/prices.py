@@ -6,7 +6,9 @@ generations of one run) costs, on each placement:
 
 - compute: on Lambda, GB-seconds at the evaluation function's real architecture and memory
   (Lambda gives one full vCPU at 1,769 MB; an evaluation is single-threaded, so below that it
-  runs slower by the ratio and above it no faster) plus the per-request charge; on an
+  runs slower by the ratio and above it no faster) plus the per-request charge; after the
+  segment ran, the evaluator's seconds are the shards' measured ones (`Work.evaluator_s`)
+  where they were timed; on an
   instance (Batch g5.xlarge spot / on-demand, SageMaker managed spot), the instance-seconds
   of each job, start-up included (one job where the segment machine submits one per segment,
   one per generation where it submits one per generation: counted from the ASL), plus the
@@ -313,6 +315,16 @@ class Work(_Data):
     measured_s: float | None = Field(
         default=None, ge=0, description="an instance job's measured wall time, start-up included"
     )
+    evaluator_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Lambda only: the evaluator's measured seconds, summed over the shards "
+        "that were timed (each invoke's duration rounded up to the millisecond, as billed); "
+        "those shards' evaluations are `measured_evaluations`, the rest are counted",
+    )
+    measured_evaluations: int = Field(
+        default=0, ge=0, description="the evaluations `evaluator_s` covers"
+    )
 
     @property
     def shards(self) -> int:
@@ -394,7 +406,12 @@ def segment_cost(
     evaluation_s = g * work.population * work.seconds_per_evaluation
     if placement == LAMBDA:
         route: Route = "lambda"
-        lambda_s += evaluation_s / speed + items * lam.invocation_overhead_s
+        if work.evaluator_s is None:  # counted: the suite's figure at this Lambda's speed
+            lambda_s += evaluation_s / speed + items * lam.invocation_overhead_s
+        else:  # measured where timed; the evaluations it does not cover counted as above
+            counted = max(0, g * work.population - work.measured_evaluations)
+            lambda_s += work.evaluator_s + counted * work.seconds_per_evaluation / speed
+            lambda_s += -(-counted // work.shard_size) * lam.invocation_overhead_s
         shard_s = work.shard_size * work.seconds_per_evaluation / speed + lam.invocation_overhead_s
         wall += g * shard_s
         speedup = speed

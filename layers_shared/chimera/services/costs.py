@@ -29,7 +29,15 @@ Period = Annotated[str, Field(pattern=PERIOD_PATTERN, description="a calendar mo
 _PERIOD: TypeAdapter[str] = TypeAdapter(Period)
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 # What an entry's detail says it counted when it was committed (resources._actual).
-COUNTS = ("generations", "evaluations", "transitions", "jobs", "measured_s")
+COUNTS = (
+    "generations",
+    "evaluations",
+    "transitions",
+    "jobs",
+    "measured_s",
+    "evaluator_s",
+    "measured_evaluations",
+)
 
 
 class CostEntryView(View):

@@ -45,6 +45,7 @@ from chimera.domain.models import (
     Individual,
     RunStatus,
     Strategy,
+    measured_seconds,
     utcnow,
 )
 from chimera.domain.optimizers import FAILED, OPTIMIZERS, Fitness, Optimizer
@@ -447,7 +448,8 @@ def tell(req: TellRequest, deps: Deps) -> TellResult:
     if run.asked_generation != number:
         raise ValidationFailedError("run_id", f"generation {number} of {run.run_id} was not asked")
     generation = deps.store.get_generation(run.run_id, number)
-    fitness = deps.store.get_shard_fitness(run.run_id, number)
+    shards = deps.store.get_shards(run.run_id, number)
+    fitness = {index: f for shard in shards for index, f in shard.fitness.items()}
     missing = [i.index for i in generation.individuals if i.index not in fitness]
     if missing:
         raise ValidationFailedError(
@@ -464,6 +466,7 @@ def tell(req: TellRequest, deps: Deps) -> TellResult:
         }
     )
     progress = Progress.of(list(results.values()))
+    seconds, measured = measured_seconds(shards)  # the shards' timed evaluations (layer 8)
     point = FitnessPoint(
         run_id=run.run_id,
         generation=number,
@@ -471,6 +474,8 @@ def tell(req: TellRequest, deps: Deps) -> TellResult:
         mean=progress.mean,
         std=progress.std,
         evaluations=progress.evaluations,
+        evaluation_seconds=seconds,
+        measured_evaluations=measured,
     )
     run = _leased(
         run,

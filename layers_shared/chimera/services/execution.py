@@ -53,7 +53,18 @@ def load_runtime(deps: Deps, agent: Agent) -> AgentRuntime:
     return deps.sandbox.instantiate(modules.module_bytes(deps, agent.live), agent.manifest.limits)
 
 
+def shard_seconds(started: float) -> float:
+    """Seconds since `started` (time.perf_counter: monotonic), rounded up to the millisecond
+    as Lambda bills an invoke's duration (1 ms at least)."""
+    return max(1, math.ceil((time.perf_counter() - started) * 1000)) / 1000
+
+
 def evaluate_shard(req: EvaluateShardRequest, deps: Deps) -> EvaluateShardResult:
+    """Evaluate a shard's candidates in the sandbox and store their fitness with the seconds
+    the work took (its reads, the module's load and the evaluation; not the write after it):
+    layer 8 prices the Lambda placement's evaluator from them. A retried shard's write
+    replaces the first (one record per shard), so its seconds count once."""
+    started = time.perf_counter()
     run = deps.store.get_run(req.run_id)
     generation = deps.store.get_generation(req.run_id, req.generation)
     individuals = generation.individuals[req.start : req.stop]
@@ -79,6 +90,7 @@ def evaluate_shard(req: EvaluateShardRequest, deps: Deps) -> EvaluateShardResult
         req.generation,
         req.shard,
         {i.index: f.to_json() for i, f in zip(individuals, fitness, strict=True)},
+        seconds=shard_seconds(started),
     )
     return EvaluateShardResult(shard=req.shard, evaluated=len(individuals), failed=failed)
 

@@ -1,10 +1,13 @@
 """Layer 8: before each segment of a run, price it on every placement, choose the cheapest
 that keeps the run's deadline, and reserve its cost against the period's hard budget; after
-the segment, commit its actual cost (counted from what the store says ran) and release the
-rest. Reservations whose process died expire and are settled by the next placement."""
+the segment, commit its actual cost (from what the store says ran: the shards' measured
+seconds on Lambda, the job's wall time on an instance, and the counted requests, transitions
+and writes) and release the rest. Reservations whose process died expire and are settled by
+the next placement."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -245,8 +248,14 @@ def _record(deps: Deps, execution_id: str, key: str, summary: str, detail: dict[
 
 
 def _actual(deps: Deps, entry: LedgerEntry, now: datetime) -> tuple[float, dict[str, Any]]:
-    """The entry's actual cost from what ran: the generations the run told in the segment,
-    their evaluations (fitness points), and an instance job's measured wall time."""
+    """The entry's actual cost from what ran: the generations the run told in the segment and
+    their evaluations (fitness points); on Lambda the evaluator's seconds the shards measured
+    (each generation's `evaluation_seconds`), on an instance the job's measured wall time.
+
+    Evaluations no shard timed (history told before shards were timed, a shard the
+    Distributed Map recorded as failed past its retries) are counted at the suite's figure,
+    and the counts say so: `measured` is "all", "partial" or "none" on Lambda, "job wall
+    time" on an instance."""
     try:
         run = deps.store.get_run(entry.run_id)
     except NotFoundError:
@@ -257,15 +266,24 @@ def _actual(deps: Deps, entry: LedgerEntry, now: datetime) -> tuple[float, dict[
     told = len(points)
     evaluations = sum(p.evaluations for p in points)
     population = max(1, round(evaluations / told)) if told else run.population_size
-    measured = None
+    measured, evaluator_s, timed = None, None, 0
     if _route(entry.placement) != "lambda":
         measured = max(0.0, (now - entry.reserved_at).total_seconds())
+        how = "job wall time"
+    else:
+        seconds = [p.evaluation_seconds for p in points if p.evaluation_seconds is not None]
+        if seconds:
+            evaluator_s = math.fsum(seconds)
+            timed = sum(p.measured_evaluations or 0 for p in points)
+        how = "all" if timed >= evaluations else "partial" if timed else "none"
     work = Work(
         generations=told,
         population=population,
         seconds_per_evaluation=get_suite(run.suite).seconds_per_evaluation,
         shard_size=deps.shard_size,
         measured_s=measured,
+        evaluator_s=evaluator_s,
+        measured_evaluations=timed,
     )
     cost = _price(deps, load_prices(), entry.placement, work)
     counts = {
@@ -274,6 +292,9 @@ def _actual(deps: Deps, entry: LedgerEntry, now: datetime) -> tuple[float, dict[
         "transitions": cost.transitions,
         "jobs": cost.jobs,
         "measured_s": measured,
+        "evaluator_s": evaluator_s,
+        "measured_evaluations": timed,
+        "measured": how,
     }
     return cost.usd, counts
 
@@ -293,7 +314,8 @@ def commit_cost(req: CommitCostRequest, deps: Deps) -> CommitCostResult:
             req.execution_id,
             f"{req.entry_id}:commit",
             f"{entry.placement}: actual ${entry.actual_usd or 0:.6f} against est. "
-            f"${entry.estimated_usd:.6f} ({counts['generations']} generations); "
+            f"${entry.estimated_usd:.6f} ({counts['generations']} generations, measured: "
+            f"{counts['measured']}); "
             f"${max(0.0, entry.reserved_usd - (entry.actual_usd or 0)):.6f} released",
             {"run_id": req.run_id, "entry_id": req.entry_id, **counts},
         )
