@@ -14,8 +14,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from chimera.domain.errors import ChimeraError, CorruptStateError, NotFoundError
+from chimera.domain.errors import (
+    ChimeraError,
+    CorruptStateError,
+    NotFoundError,
+    ValidationFailedError,
+)
 from chimera.domain.models import AgentId, ExperimentId, Version
+from chimera.services.predictor_contracts import DEFAULT_MIN_R2, DEFAULT_MIN_ROWS
 from chimera.settings import LocalSettings
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 
@@ -596,6 +602,76 @@ _run_id = _model_type(
 )
 
 
+# -- chimera train-predictor (the predictor-training state machine, run locally) -------------
+def cmd_train_predictor(args: argparse.Namespace) -> int:
+    """Train the agent's performance predictor on its stored history and install it (when its
+    held-out R² reaches the floor): the predictor-training state machine through the local
+    executor, its training job the SageMaker entrypoint in a subprocess on the CPU."""
+    from chimera.runtime import deps
+    from chimera.services.predictor_contracts import PredictorTrainingInput
+
+    from chimera_local.asl import ExecutionFailedError
+    from chimera_local.workflows import local_executor, state_machine_arn
+
+    ports = deps()
+    ports.store.get_agent(args.agent_id)  # an unknown agent: a clear error naming it
+    hyper: dict[str, str] = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValidationFailedError("--set", f"{item[:80]!r} is not NAME=VALUE")
+        hyper[name] = value
+    try:
+        request = PredictorTrainingInput(
+            agent_id=args.agent_id,
+            hyperparameters=hyper,
+            min_rows=args.min_rows,
+            min_r2=args.min_r2,
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ValidationFailedError(where, str(err["msg"])) from None
+    name = f"predictor-{args.agent_id}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    steps = {
+        "ExportHistory": "layer 5  exporting the agent's history",
+        "Train": "         training (SageMaker training job; locally on the CPU)",
+        "InstallPredictor": "layer 5  validating and installing the predictor",
+    }
+
+    def on_state(execution: str, state: str, data: Any) -> None:
+        if not args.json and state in steps:
+            print(steps[state], flush=True)
+
+    executor = local_executor(on_state=on_state)
+    try:
+        output = executor.start(
+            state_machine_arn("predictor-training"), request.model_dump(mode="json"), name
+        )
+    except ExecutionFailedError as exc:
+        recorded = [d for d in ports.store.list_decisions(name) if d.layer == "refinement"]
+        why = recorded[-1].summary if recorded else str(exc)
+        if args.json:
+            print(json.dumps({"execution": name, "status": "failed", "error": why}))
+        else:
+            print(f"chimera train-predictor {name}: failed: {why}", file=sys.stderr)
+        return 1
+    export, install = output["export"], output.get("install")
+    if args.json:
+        print(json.dumps({"execution": name, "export": export, "install": install}, indent=2))
+    elif install is None:
+        print(f"{args.agent_id}: refused: {export['reason']}")
+    else:
+        print(
+            f"{args.agent_id}: held-out R² {install['r2']:.3f}, within 10 %: "
+            f"{install['within_10pct']:.1%} ({install['n_test']} held-out rows, split by "
+            f"{install['split']}; {install['n_train']} trained on)"
+        )
+        print(f"installed: {'yes, at ' + install['key'] if install['installed'] else 'no'}")
+        print(install["reason"])
+    return EXIT_SKIPPED if install is None else 0
+
+
 def _register_train(sub: Any) -> None:
     """`chimera train`, where the SageMaker launcher (chimera_local/sagemaker_launch.py, the
     sagemaker SDK an optional extra) is present."""
@@ -720,6 +796,33 @@ def main(argv: list[str] | None = None) -> int:
     cost.add_argument("--run", type=_run_id, metavar="RUN_ID", help="only this run's segments")
     cost.add_argument("--json", action="store_true")
     cost.set_defaults(func=cmd_cost)
+    train_predictor = sub.add_parser(
+        "train-predictor",
+        help="train an agent's performance predictor on its history (a SageMaker training job, "
+        "locally on the CPU) and install it when its held-out R² reaches the floor",
+    )
+    train_predictor.add_argument("agent_id", type=_agent_id, metavar="AGENT_ID")
+    train_predictor.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a trainer hyperparameter (hidden, epochs, lr, ...; gpu_jobs/predictor/train.py)",
+    )
+    train_predictor.add_argument(
+        "--min-rows",
+        type=int,
+        default=DEFAULT_MIN_ROWS,
+        help=f"evaluated candidates needed (default {DEFAULT_MIN_ROWS})",
+    )
+    train_predictor.add_argument(
+        "--min-r2",
+        type=float,
+        default=DEFAULT_MIN_R2,
+        help=f"held-out R² floor to install (default {DEFAULT_MIN_R2})",
+    )
+    train_predictor.add_argument("--json", action="store_true")
+    train_predictor.set_defaults(func=cmd_train_predictor)
     _register_train(sub)
     args = parser.parse_args(argv)
     try:

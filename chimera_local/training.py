@@ -12,6 +12,11 @@ them and:
   (input/config/hyperparameters.json, resourceconfig.json, inputdataconfig.json, model/,
   output/, checkpoints/) and runs `gpu_jobs.sagemaker.ENTRYPOINT train` on the CPU with the
   request's Environment, SM_* variables and `CHIMERA_SM_ROOT` naming the tree;
+* downloads each InputDataConfig channel (S3DataSource, S3DataType S3Prefix, File mode) into
+  `input/data/<channel>/` from the local stand-in of its bucket (`bucket_dir`: the
+  deployment's blob store for the artifact bucket, `<home>/training/s3/<bucket>/` for any
+  other), as SageMaker copies every object under the prefix; a prefix with no object fails
+  the job (ClientError), as SageMaker's does;
 * keeps CheckpointConfig.S3Uri's contents under `<home>/training/s3/<bucket>/<key>`: copied
   into the job's checkpoint dir before each attempt and back after it, as SageMaker syncs
   the dir to S3 and restores it when a spot job restarts;
@@ -20,7 +25,10 @@ them and:
   then Starting...) while MaxWaitTimeInSeconds allows; without it the job fails;
 * stops an attempt past MaxRuntimeInSeconds (SIGTERM, then SIGKILL after a grace period):
   TrainingJobStatus Stopped, SecondaryStatus MaxRuntimeExceeded;
-* tars model/ into `output/model.tar.gz` and returns DescribeTrainingJob's response, which
+* tars model/ into `output/model.tar.gz`, uploads it to
+  `<S3OutputPath>/<TrainingJobName>/output/model.tar.gz` in that bucket's stand-in (where the
+  next state reads ModelArtifacts.S3ModelArtifacts), and returns DescribeTrainingJob's
+  response, which
   is what the .sync integration returns (times as epoch milliseconds, as Step Functions
   writes them). A Failed or Stopped job fails the task with States.TaskFailed and that
   response as the Cause's JSON, FailureReason read from the container's output/failure.
@@ -45,9 +53,11 @@ from pathlib import Path
 from typing import Any
 
 from chimera.runtime import deps
+from chimera.services.execution import LOCAL_ARTIFACT_BUCKET
 from chimera.settings import LocalSettings
 
 from chimera_local.asl import TaskFailedError
+from chimera_local.blobs import FileBlobs
 from gpu_jobs.sagemaker import ENTRYPOINT, conventions
 
 RESOURCE = "arn:aws:states:::sagemaker:createTrainingJob.sync"
@@ -62,6 +72,9 @@ _ROLE = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$"
 _S3 = re.compile(r"^(https|s3)://([^/]+)/?(.*)$")
 _ENV_KEY = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,511}$")
 _INPUT_MODES = ("Pipe", "File", "FastFile")
+_CHANNEL = re.compile(r"^[A-Za-z0-9\.\-_]+$")
+_S3_DATA_TYPES = ("ManifestFile", "S3Prefix", "AugmentedManifestFile")
+MAX_CHANNELS = 20
 
 
 def _home() -> Path:
@@ -199,10 +212,119 @@ def validate(params: Any) -> None:
             )
     _string_map(params, "HyperParameters", None, 2500)
     _string_map(params, "Environment", _ENV_KEY, 512)
+    _validate_channels(params.get("InputDataConfig"))
+
+
+def _validate_channels(channels: Any) -> None:
+    """InputDataConfig as the API checks it (names, S3 data sources); what the stand-in cannot
+    run (another data source or S3DataType, Pipe mode) is refused as well, saying so."""
+    if channels is None:
+        return
+    if not isinstance(channels, list) or not 1 <= len(channels) <= MAX_CHANNELS:
+        raise _constraint(
+            channels, "inputDataConfig", f"Member must have length between 1 and {MAX_CHANNELS}"
+        )
+    seen: set[str] = set()
+    for i, channel in enumerate(channels):
+        where = f"inputDataConfig.{i + 1}"
+        if not isinstance(channel, dict):
+            raise _constraint(channel, where, "Member must be a structure")
+        name = channel.get("ChannelName")
+        if name is None:
+            raise _constraint(None, f"{where}.member.channelName", "Member must not be null")
+        if not isinstance(name, str) or len(name) > 64 or not _CHANNEL.match(name):
+            raise _constraint(
+                name,
+                f"{where}.member.channelName",
+                f"Member must satisfy regular expression pattern: {_CHANNEL.pattern}",
+            )
+        if name in seen:
+            raise _refuse(f"Channel names must be unique: {name!r} appears twice")
+        seen.add(name)
+        source = (channel.get("DataSource") or {}).get("S3DataSource")
+        if not isinstance(source, dict):
+            raise _refuse(f"{where}.member.dataSource: locally only an S3DataSource is supported")
+        kind = source.get("S3DataType")
+        if kind not in _S3_DATA_TYPES:
+            raise _constraint(
+                kind,
+                f"{where}.member.dataSource.s3DataSource.s3DataType",
+                f"Member must satisfy enum value set: {list(_S3_DATA_TYPES)}",
+            )
+        uri = source.get("S3Uri")
+        if not isinstance(uri, str) or not _S3.match(uri):
+            raise _constraint(
+                uri,
+                f"{where}.member.dataSource.s3DataSource.s3Uri",
+                f"Member must satisfy regular expression pattern: {_S3.pattern}",
+            )
+        if kind != "S3Prefix":
+            raise _refuse(f"{where}: S3DataType {kind} is not supported locally (S3Prefix is)")
+        if channel.get("InputMode", "File") != "File":
+            raise _refuse(f"{where}: InputMode {channel['InputMode']} is not supported locally")
 
 
 def _arn(name: str) -> str:
     return f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name.lower()}"
+
+
+def bucket_dir(home: Path, bucket: str) -> Path:
+    """Where a bucket's objects lie locally, by key: the deployment's blob store for the
+    artifact bucket (its files are named by key), else `<home>/training/s3/<bucket>/`."""
+    if bucket == LOCAL_ARTIFACT_BUCKET:
+        blobs = deps().store.blobs
+        if isinstance(blobs, FileBlobs):
+            return blobs.root
+    return home / "training" / "s3" / bucket
+
+
+def _objects(root: Path, prefix: str) -> list[tuple[str, Path]]:
+    """(key, file) of every object whose key starts with `prefix` (temporary files of an
+    unfinished write, named with a leading dot, are not objects)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            key = path.relative_to(root).as_posix()
+            if key.startswith(prefix):
+                found.append((key, path))
+    return found
+
+
+def _download_channels(home: Path, job_dir: Path, params: dict[str, Any]) -> str | None:
+    """Copy each channel's objects into input/data/<channel>/ (the key past the prefix's last
+    `/`); the FailureReason when a channel's prefix holds no object."""
+    for channel in params.get("InputDataConfig", []):
+        uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
+        match = _S3.match(uri)
+        assert match is not None  # validated
+        prefix = match.group(3)
+        base = prefix[: prefix.rfind("/") + 1]
+        objects = _objects(bucket_dir(home, match.group(2)), prefix)
+        if not objects:
+            return (
+                f'ClientError: No S3 objects found under S3 URL "{uri}" given in input data '
+                f"source. Please ensure that the bucket exists in the selected region, that "
+                f"objects exist under that S3 prefix, and that the role has access to them."
+            )
+        target = job_dir / "input" / "data" / channel["ChannelName"]
+        for key, path in objects:
+            dest = target / key[len(base) :]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+    return None
+
+
+def _upload(home: Path, uri: str, source: Path) -> None:
+    """A file to an S3 URI's local stand-in, atomically (a reader sees all of it or none)."""
+    match = _S3.match(uri)
+    assert match is not None
+    dest = bucket_dir(home, match.group(2)) / match.group(3)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(dest)
 
 
 def _s3_dir(home: Path, uri: str) -> Path:
@@ -335,6 +457,12 @@ def run_training_job(params: dict[str, Any], *, home: Path | None = None) -> dic
     while True:
         attempts += 1
         transition("Starting", "Preparing the instances for training")
+        if attempts == 1 and params.get("InputDataConfig"):
+            transition("Downloading", "Downloading input data")
+            failure = _download_channels(home, job_dir, params)
+            if failure is not None:
+                status, secondary = "Failed", "Failed"
+                break
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if s3_checkpoints is not None:
             transition("Downloading", "Downloading the checkpoints from S3")
@@ -376,6 +504,7 @@ def run_training_job(params: dict[str, Any], *, home: Path | None = None) -> dic
         with tarfile.open(job_dir / "output" / "model.tar.gz", "w:gz") as tar:
             for path in sorted((job_dir / "model").rglob("*")):
                 tar.add(path, arcname=str(path.relative_to(job_dir / "model")), recursive=False)
+        _upload(home, artifacts, job_dir / "output" / "model.tar.gz")
     transition(secondary, "Training job completed" if status == "Completed" else failure or "")
     transitions[-1]["EndTime"] = _millis()
     seconds = max(1, math.ceil(trained))

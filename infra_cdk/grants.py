@@ -8,7 +8,9 @@ Read from the services each function runs (layers_shared/chimera/services/):
   manifest) into the artifact bucket by digest, and nothing runs a module from the bundles;
 - the artifact bucket holds those module versions and large state (optimizer states, big
   generations): discovery writes modules, evolution writes state, execution writes the shards
-  a Distributed Map reads and reads its results; validation (inspect), execution and the
+  a Distributed Map reads and reads its results; refinement writes an agent's history for the
+  predictor's training job, reads the model.tar.gz it left and installs the predictor;
+  validation (inspect), execution and the
   API's predict (instantiate) read modules; meta-evolution and resources read state;
 - events go through the table's outbox (infra_cdk/constructs/outbox.py) except where a
   function publishes directly: execution's and the API's predict publish KpiRecorded;
@@ -43,7 +45,8 @@ GRANTS: dict[str, Grants] = {
     "Planning": Grants(table="read_write"),
     "Validation": Grants(table="read_write", artifacts="read"),
     "Execution": Grants(table="read_write", artifacts="read_write", put_events=True),
-    "Refinement": Grants(table="read_write", kpi_queue=True),
+    # predictor-training: exports history for, and installs the model of, its training job.
+    "Refinement": Grants(table="read_write", artifacts="read_write", kpi_queue=True),
     "MetaEvolution": Grants(table="read_write", artifacts="read"),
     "Evolution": Grants(table="read_write", artifacts="read_write"),
     "Resources": Grants(table="read_write", artifacts="read"),

@@ -21,6 +21,7 @@ from infra_cdk.constructs.gpu import GpuJobs
 from infra_cdk.constructs.guardrails import GuardrailAlarms
 from infra_cdk.constructs.observability import Observability
 from infra_cdk.constructs.outbox import Outbox
+from infra_cdk.constructs.predictor_training import PredictorTrainingTrigger
 from infra_cdk.constructs.storage import Storage
 from infra_cdk.constructs.workflows import Workflows
 from infra_cdk.grants import GRANTS, Grants
@@ -106,6 +107,9 @@ class ChimeraStack(Stack):
             cycle=workflows.optimization_cycle,
         )
         outbox = Outbox(self, "Outbox", table=storage.table, bus=eventing.bus, key=storage.key)
+        PredictorTrainingTrigger(
+            self, "PredictorTraining", bus=eventing.bus, machine=workflows.predictor_training
+        )
         functions.api.add_environment(
             "CHIMERA_CYCLE_STATE_MACHINE_ARN", workflows.optimization_cycle.state_machine_arn
         )
@@ -128,6 +132,7 @@ class ChimeraStack(Stack):
                 "evolution-run": workflows.evolution_run,
                 "evolution-segment": workflows.evolution_segment,
                 "canary-rollout": workflows.canary_rollout,
+                "predictor-training": workflows.predictor_training,
             },
             dead_letters=eventing.dead_letters,
             kpi_queue=eventing.kpi_queue,
@@ -176,6 +181,13 @@ class ChimeraStack(Stack):
             "<AWS::AccountId>:training-job/*]"
         ] = (
             "evolution-run's training jobs, named per (execution, run, segment) at start; "
+            "Step Functions' createTrainingJob.sync needs create/describe/stop on them."
+        )
+        scoped[
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
+            "<AWS::AccountId>:training-job/predictor-*]"
+        ] = (
+            "predictor-training's jobs, named predictor-<hash of the execution> at start; "
             "Step Functions' createTrainingJob.sync needs create/describe/stop on them."
         )
         scoped[

@@ -11,6 +11,9 @@ KPIs through its bus, not this path, so `chimera run` prints none.
 A "CloudWatch Alarm State Change" of a guardrail alarm (EventBridge, source aws.cloudwatch)
 re-checks every running experiment and rolls back those that breach
 (`experiments.stop_for_alarm`).
+
+The predictor-training state machine's Lambda steps (`chimera.services.predictors`): export an
+agent's history for the SageMaker training job, install the model it trained, record a failure.
 """
 
 from collections.abc import Sequence
@@ -22,7 +25,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from chimera.batch import CollectingBatchProcessor
 from chimera.domain.guardrails import NAMESPACE, SERVICE, GuardrailReading
 from chimera.runtime import deps, handle, parse
-from chimera.services import experiments, refinement
+from chimera.services import experiments, predictors, refinement
 from chimera.services.alarm_contracts import ALARM_SOURCE, AlarmStateChange
 from chimera.services.contracts import (
     AbortRequest,
@@ -33,6 +36,11 @@ from chimera.services.contracts import (
     ReportRequest,
     ShiftRequest,
     StartExperimentRequest,
+)
+from chimera.services.predictor_contracts import (
+    ExportHistoryRequest,
+    InstallPredictorRequest,
+    RecordTrainingFailureRequest,
 )
 
 logger = Logger(service=SERVICE)
@@ -46,6 +54,10 @@ ROUTES = {
     "shift": (ShiftRequest, experiments.shift),
     "conclude": (ConcludeRequest, experiments.conclude),
     "abort": (AbortRequest, experiments.abort),
+    # the predictor-training state machine
+    "export_history": (ExportHistoryRequest, predictors.export_history),
+    "install_predictor": (InstallPredictorRequest, predictors.install_predictor),
+    "record_training_failure": (RecordTrainingFailureRequest, predictors.record_training_failure),
 }
 
 

@@ -6,60 +6,26 @@ One line per evaluated candidate of the stored history:
 (`objective_1`, ...) and constraint values (`constraint_0`, ...) where the run has them.
 Failed candidates, and candidates a pre-screen left out, have no fitness: they are not rows.
 
-`export_history` reads the store through its ports (`list_runs`, `get_generation`), so it runs
-wherever the store is reachable (a Lambda staging the SageMaker channel, the local CLI, a
-test); `load_dataset` reads a directory of such files (a SageMaker channel) back.
+`export_history` reads the store through its ports (`list_runs`, `get_generation`) with
+`chimera.services.predictors.history_rows` (the same rows the predictor-training state
+machine's ExportHistory Lambda writes to the artifact bucket, without torch); `load_dataset`
+reads a directory of such files (a SageMaker channel) back.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from chimera.domain.errors import ValidationFailedError
-from chimera.domain.models import EvolutionRun, Generation, RunStatus
+from chimera.services.predictors import HistoryStore, history_rows
 
 FILE_NAME = "history.jsonl"
-
-
-class HistoryStore(Protocol):
-    """What the exporter reads: the RunStore and GenerationStore ports' list and get."""
-
-    def list_runs(
-        self, agent_id: str | None = None, status: RunStatus | None = None
-    ) -> list[EvolutionRun]: ...
-    def get_generation(self, run_id: str, number: int) -> Generation: ...
-
-
-def history_rows(store: HistoryStore, agent_id: str) -> Iterator[dict[str, Any]]:
-    """Every evaluated candidate of every run of the agent, oldest run first."""
-    for run in store.list_runs(agent_id):
-        for number in range(run.generation):  # told generations only
-            generation = store.get_generation(run.run_id, number)
-            if not generation.evaluated:
-                continue
-            for ind in generation.individuals:
-                if ind.fitness is None or not math.isfinite(ind.fitness):
-                    continue
-                kpis: dict[str, float] = {}
-                for i, v in enumerate(ind.objectives[1:], start=1):
-                    kpis[f"objective_{i}"] = v
-                for i, v in enumerate(ind.constraints):
-                    kpis[f"constraint_{i}"] = v
-                yield {
-                    "agent_id": run.agent_id,
-                    "suite": run.suite,
-                    "run_id": run.run_id,
-                    "generation": number,
-                    "genes": list(ind.genes),
-                    "fitness": ind.fitness,
-                    "kpis": kpis,
-                }
 
 
 def export_history(store: HistoryStore, agent_id: str, out_dir: Path) -> int:

@@ -12,6 +12,14 @@ the job that hyperparameter `job` names:
   `progress.json`: the job's hyperparameters, its attempts, and, once done, its result, so an
   attempt that starts after the work was finished does not run it again, and a checkpoint
   left by a different job under the same S3 URI is refused.
+* `predictor`: the performance predictor (`gpu_jobs.predictor.train`) on the `training`
+  channel (the agent's history as JSON lines, `gpu_jobs/predictor/dataset.py`), with the
+  trainer's hyperparameters (`hidden`, `epochs`, ...: strings; an unknown one is refused
+  naming it; `device` defaults to cuda when the job has a GPU). It trains into
+  `<checkpoint dir>/predictor/` and copies `model.json` and `metrics.json` into the model dir,
+  also on an attempt that finds the training done, so model.tar.gz always holds them. A
+  missing or empty channel is `channels.training`. Training is short and not resumable: an
+  interrupted attempt trains again from the start (the same seed: the same model).
 
 On success the job's summary goes to `<model dir>/summary.json` (SageMaker tars the model dir
 into model.tar.gz) and the exit status is 0 (Completed). On failure the reason goes to
@@ -71,7 +79,39 @@ def _segment(env: TrainingEnv, stop: threading.Event) -> tuple[Any, bool]:
     return outcome.summary(), not outcome.interrupted
 
 
-_RUNNERS: dict[str, Job] = {"segment": _segment}
+PREDICTOR_DIR = "predictor"  # under the checkpoint dir: the trained model, kept across attempts
+
+
+def _predictor(env: TrainingEnv, stop: threading.Event) -> tuple[Any, bool]:
+    from gpu_jobs.predictor import train as predictor
+
+    env.refuse_unknown({"job", *predictor.DEFAULTS})
+    channel = env.channels.get("training")
+    if channel is None:
+        raise ValidationFailedError(
+            "channels.training", f"missing: the job's channels are {sorted(env.channels)}"
+        )
+    if not channel.is_dir() or not any(p.is_file() for p in channel.rglob("*.jsonl")):
+        raise ValidationFailedError("channels.training", f"no *.jsonl data under {channel}")
+    hyper: dict[str, Any] = {k: v for k, v in env.hyperparameters.items() if k != "job"}
+    hyper.setdefault("device", "cuda" if env.num_gpus > 0 else "cpu")
+    metrics = predictor.train(channel, env.checkpoint_dir / PREDICTOR_DIR, hyper)
+    return metrics, True
+
+
+def _predictor_outputs(env: TrainingEnv) -> None:
+    """The trained model into the model dir (SageMaker tars it into model.tar.gz)."""
+    from gpu_jobs.predictor import train as predictor
+
+    trained = env.checkpoint_dir / PREDICTOR_DIR
+    env.model_dir.mkdir(parents=True, exist_ok=True)
+    for name in (predictor.MODEL_FILE, predictor.METRICS_FILE):
+        (env.model_dir / name).write_bytes((trained / name).read_bytes())
+
+
+_RUNNERS: dict[str, Job] = {"segment": _segment, "predictor": _predictor}
+# What a job leaves in the model dir besides summary.json, from what its checkpoint dir holds.
+_OUTPUTS: dict[str, Callable[[TrainingEnv], None]] = {"predictor": _predictor_outputs}
 
 
 def _progress(env: TrainingEnv) -> dict[str, Any]:
@@ -109,6 +149,8 @@ def run(env: TrainingEnv, stop: threading.Event) -> dict[str, Any] | None:
             return None
         progress["result"] = _jsonable(result)
         _save(env, PROGRESS_FILE, progress)
+    if job in _OUTPUTS:
+        _OUTPUTS[job](env)
     summary = {
         "job": job,
         "hyperparameters": env.hyperparameters,

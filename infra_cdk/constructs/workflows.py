@@ -79,6 +79,26 @@ class Workflows(Construct):
             functions,
         )
         _allow_nested(self.optimization_cycle, self.evolution_run)
+        # The performance predictor's training (statemachines/predictor-training.asl.json): its
+        # Lambda steps are Refinement's, its Train state a managed-spot SageMaker training job
+        # of the same image and role as evolution-run's SageMaker placement, named
+        # predictor-<hash of the execution>. Started by the rule on EvolutionRunCompleted
+        # (infra_cdk/constructs/predictor_training.py).
+        self.predictor_training = self._machine(
+            "PredictorTraining",
+            "predictor-training",
+            {
+                "RefinementFunctionArn": functions["Refinement"].function_arn,
+                "TrainingImageUri": training_image_uri,
+                "SageMakerRoleArn": sagemaker_role.role_arn,
+                "ChimeraBackend": environment["CHIMERA_BACKEND"],
+                "ChimeraTableName": environment["CHIMERA_TABLE_NAME"],
+                "ChimeraBundleBucket": environment["CHIMERA_BUNDLE_BUCKET"],
+                "ChimeraArtifactBucket": environment["CHIMERA_ARTIFACT_BUCKET"],
+            },
+            functions,
+        )
+        _allow_training_jobs(self.predictor_training, sagemaker_role, names="predictor-*")
 
     def _machine(
         self,
@@ -120,10 +140,10 @@ def _allow_sync_rule(machine: sfn.StateMachine, rule: str) -> None:
     )
 
 
-def _allow_training_jobs(machine: sfn.StateMachine, role: iam.IRole) -> None:
+def _allow_training_jobs(machine: sfn.StateMachine, role: iam.IRole, names: str = "*") -> None:
     """`sagemaker:createTrainingJob.sync`, as AWS documents it: create, describe and stop the
-    training jobs (tagged at creation), pass their execution role to SageMaker only, and wait
-    through the managed rule."""
+    training jobs (tagged at creation; those whose names match `names`), pass their execution
+    role to SageMaker only, and wait through the managed rule."""
     stack = Stack.of(machine)
     machine.add_to_role_policy(
         iam.PolicyStatement(
@@ -134,7 +154,7 @@ def _allow_training_jobs(machine: sfn.StateMachine, role: iam.IRole) -> None:
                 "sagemaker:AddTags",
             ],
             resources=[
-                stack.format_arn(service="sagemaker", resource="training-job", resource_name="*")
+                stack.format_arn(service="sagemaker", resource="training-job", resource_name=names)
             ],
         )
     )

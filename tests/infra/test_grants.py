@@ -168,6 +168,7 @@ def test_only_the_api_and_direct_publishers_may_put_events():
         "Discovery",
         "Evolution",
         "Execution",  # stages a Distributed Map's shards, reads its results
+        "Refinement",  # predictor-training: exports history, installs the trained model
         "Optimizer",
     }
 
