@@ -16,6 +16,9 @@ resumes from what is stored:
   stop (or after its segment's last tell) does not ask one generation more; adapt decides
   from the stored history only, so asking it again gives the answer it gave.
 
+bench/segment_soak.py kills the job anywhere (at random moments, and before, inside or after
+any of its store writes) and checks that the resumed job ends as the uninterrupted one.
+
 Evaluation. With a twin (`AgentManifest.twin`), the twin is checked against the agent's
 live module once per job, before anything is written (`check_agent`: TwinMismatchError
 refuses the job), and each generation is evaluated in torch on `device` in one batch, laid
