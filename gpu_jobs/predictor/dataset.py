@@ -50,6 +50,7 @@ class Dataset:
     targets: np.ndarray  # (n, T): fitness, then the KPIs every row has
     target_names: tuple[str, ...]
     run_ids: tuple[str, ...]  # per row
+    gene_names: tuple[str, ...] | None = None  # the manifest's, where the rows name them
 
 
 def load_dataset(data_dir: Path) -> Dataset:
@@ -73,6 +74,11 @@ def load_dataset(data_dir: Path) -> Dataset:
             raise ValidationFailedError(
                 f"{r['_where']}.genes", f"expected {width} genes, got {len(r['genes'])}"
             )
+    named = {tuple(r["gene_names"]) for r in rows if "gene_names" in r}
+    if len(named) > 1 or (named and any("gene_names" not in r for r in rows)):
+        raise ValidationFailedError(
+            "data.gene_names", f"every row names the same genes, got {sorted(named)}"
+        )
     common = sorted(set.intersection(*(set(r["kpis"]) for r in rows)))
     agents = {r.get("agent_id") for r in rows}
     return Dataset(
@@ -85,6 +91,7 @@ def load_dataset(data_dir: Path) -> Dataset:
         ),
         target_names=("fitness", *common),
         run_ids=tuple(str(r.get("run_id", "")) for r in rows),
+        gene_names=named.pop() if named else None,
     )
 
 
@@ -101,6 +108,15 @@ def _row(line: str, where: str) -> dict[str, Any]:
     genes = row["genes"]
     if not isinstance(genes, list) or not genes or not all(_finite(g) for g in genes):
         raise ValidationFailedError(f"{where}.genes", "a non-empty list of finite numbers")
+    names = row.get("gene_names")
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != len(genes)
+        or not all(isinstance(n, str) and n for n in names)
+    ):
+        raise ValidationFailedError(
+            f"{where}.gene_names", f"a name for each of the {len(genes)} genes"
+        )
     if not _finite(row["fitness"]):
         raise ValidationFailedError(f"{where}.fitness", f"{row['fitness']!r} is not finite")
     generation = row.get("generation", 0)

@@ -219,7 +219,9 @@ def fit(
         n_test=len(test_rows),
         split=how,  # type: ignore[arg-type]
     )
-    gene_names = tuple(f"g{i}" for i in range(data.genes.shape[1]))
+    # The manifest's names where the history gives them (a run checks its agent against them);
+    # by position for a data set that does not name them.
+    gene_names = data.gene_names or tuple(f"g{i}" for i in range(data.genes.shape[1]))
     model = PredictorModel(
         agent_id=data.agent_id,
         suite=data.suite,

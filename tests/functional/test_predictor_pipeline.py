@@ -19,14 +19,22 @@ artifact bucket's stand-in, model.tar.gz uploaded back to it).
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chimera import runtime
-from chimera.domain.errors import NotFoundError
-from chimera.domain.predictor import blob_key, parse_model
+from chimera.domain.errors import NotFoundError, ValidationFailedError
+from chimera.domain.predictor import (
+    DenseLayer,
+    PredictorMetrics,
+    PredictorModel,
+    blob_key,
+    parse_model,
+)
 from chimera.runtime import deps
 
 from chimera_local import training
@@ -238,3 +246,47 @@ def test_the_stand_in_checks_channels_and_fails_an_empty_prefix(home):
         f'ClientError: No S3 objects found under S3 URL "{ok}"'
     )
     assert not (home / "training" / "empty" / "output" / "container.log").exists()
+
+
+def test_a_model_that_names_other_genes_is_not_installed(home, only_cartpole):
+    """A model whose inputs are not the agent's genes, by name and in order (a data set
+    exported before the genome changed, or one that named no genes): refused, naming the
+    field, and nothing is written where a run reads it."""
+    _discover()
+    names = [g.name for g in deps().store.get_agent(AGENT).manifest.genome]
+    for genes in ([f"g{i}" for i in range(len(names))], list(reversed(names))):
+        model = PredictorModel(
+            agent_id=AGENT,
+            suite="cartpole-v1",
+            genes=tuple(genes),
+            targets=("fitness",),
+            x_mean=(0.0,) * len(genes),
+            x_std=(1.0,) * len(genes),
+            y_mean=(0.0,),
+            y_std=(1.0,),
+            layers=(DenseLayer(weight=((0.5,) * len(genes),), bias=(0.0,)),),
+            metrics=PredictorMetrics(
+                r2=(0.9,), within_10pct=(0.5,), n_train=40, n_test=10, split="runs"
+            ),
+        )
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            data = model.model_dump_json().encode()
+            info = tarfile.TarInfo("model.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        deps().store.blobs.put("predictor-training/misfit/model.tar.gz", buffer.getvalue())
+        with pytest.raises(ValidationFailedError) as refused:
+            _call(
+                "refinement",
+                {
+                    "action": "install_predictor",
+                    "execution_id": f"misfit-{genes[0]}",
+                    "agent_id": AGENT,
+                    "model_artifacts": "s3://chimera-local-artifacts/predictor-training/misfit/model.tar.gz",
+                    "min_r2": 0.3,
+                },
+            )
+        assert refused.value.field == "predictor.genes", refused.value
+        with pytest.raises(NotFoundError):
+            deps().store.blobs.get(blob_key(AGENT))

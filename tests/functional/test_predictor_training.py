@@ -88,6 +88,8 @@ def test_history_exports_trains_and_screens(history):
         (r, n, ind.genes, ind.fitness) for r, n, ind in stored
     ]
     assert {x["suite"] for x in lines} == {"cartpole-v1"}
+    names = [g.name for g in ports.store.get_agent(AGENT).manifest.genome]
+    assert all(x["gene_names"] == names for x in lines)
 
     # Standalone on CPU, as `python -m gpu_jobs.predictor.train --data DIR --model-dir DIR`.
     done = _train(["--data", str(data_dir), "--model-dir", str(model_dir), "--set", "epochs=20"])
@@ -103,7 +105,7 @@ def test_history_exports_trains_and_screens(history):
     # numpy only and screens the optimizer's candidates with it.
     ports.store.blobs.put(blob_key(AGENT), (model_dir / "model.json").read_bytes())
     model = parse_model(ports.store.blobs.get(blob_key(AGENT)))
-    assert model.suite == "cartpole-v1" and len(model.genes) == 5
+    assert model.suite == "cartpole-v1" and list(model.genes) == names  # a run checks them
     data = load_dataset(data_dir)
     predicted = model.predict_fitness(data.genes, generation=1)
     assert predicted.shape == (rows,) and np.isfinite(predicted).all()
@@ -128,6 +130,17 @@ def test_sagemaker_conventions_and_bad_data(history):
     done = _train(["--hyperparameters", str(hyper)], env)
     assert done.returncode == 2
     assert f"history.jsonl:{3 * 3 * 8 + 1}.genes" in done.stderr
+    # Rows that name other genes than the rest: one model cannot name its inputs.
+    lines = (channel / "history.jsonl").read_text().splitlines()[:-1]
+    renamed = {**json.loads(lines[0]), "gene_names": ["a", "b", "c", "d", "e"]}
+    (channel / "history.jsonl").write_text("\n".join([*lines, json.dumps(renamed)]) + "\n")
+    done = _train(["--hyperparameters", str(hyper)], env)
+    assert done.returncode == 2 and "data.gene_names" in done.stderr
+    short = {**json.loads(lines[0]), "gene_names": ["a"]}
+    (channel / "history.jsonl").write_text("\n".join([*lines, json.dumps(short)]) + "\n")
+    done = _train(["--hyperparameters", str(hyper)], env)
+    assert done.returncode == 2 and f"history.jsonl:{len(lines) + 1}.gene_names" in done.stderr
+    (channel / "history.jsonl").write_text("\n".join(lines) + "\n")
     hyper.write_text(json.dumps({"epochs": "many"}))
     done = _train(["--hyperparameters", str(hyper)], env)
     assert done.returncode == 2 and "hyperparameters.epochs" in done.stderr

@@ -269,8 +269,8 @@ def test_a_repeated_ask_records_a_decision_lost_to_a_kill_after_the_write(
     ("blob", "field"),
     [
         (hand_model(genes=("a", "b", "c", "d", "e")).model_dump_json().encode(), "predictor.genes"),
-        (  # the trainer's positional names (g0, g1, ...) fit by count: four is not five
-            hand_model(genes=("g0", "g1", "g2", "g3")).model_dump_json().encode(),
+        (  # a data set without gene names trains positional ones: the right count is not enough
+            hand_model(genes=("g0", "g1", "g2", "g3", "g4")).model_dump_json().encode(),
             "predictor.genes",
         ),
         (
@@ -285,7 +285,7 @@ def test_a_repeated_ask_records_a_decision_lost_to_a_kill_after_the_write(
             "y_mean",
         ),
     ],
-    ids=["stale-genes", "stale-count", "other-suite", "not-json", "wrong-shapes"],
+    ids=["stale-genes", "positional", "other-suite", "not-json", "wrong-shapes"],
 )
 def test_a_predictor_that_does_not_fit_is_ignored_with_a_decision(home, only_cartpole, blob, field):
     runtime.deps.cache_clear()

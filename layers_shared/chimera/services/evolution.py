@@ -365,14 +365,9 @@ def _screen_model(
 
 
 def _check_fits(model: PredictorModel, run: EvolutionRun, genes: list[str]) -> None:
-    """ValidationFailedError naming the predictor's field that does not fit the run's agent.
-
-    Genes fit by name, or by count where the model names them by position (`g0`, `g1`, ...:
-    what the training job writes, since history rows carry no gene names).
-    """
-    positional = [f"g{i}" for i in range(len(model.genes))]
-    named = list(model.genes) != positional
-    if (list(model.genes) != genes) if named else (len(model.genes) != len(genes)):
+    """ValidationFailedError naming the predictor's field that does not fit the run's agent:
+    its genes are the manifest's, by name and in order (the exported history names them)."""
+    if list(model.genes) != genes:
         raise ValidationFailedError(
             "predictor.genes", f"made for genes {list(model.genes)}, the agent has {genes}"
         )

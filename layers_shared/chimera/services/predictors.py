@@ -61,13 +61,17 @@ class HistoryStore(Protocol):
         self, agent_id: str | None = None, status: RunStatus | None = None
     ) -> list[EvolutionRun]: ...
     def get_generation(self, run_id: str, number: int) -> Generation: ...
+    def get_agent(self, agent_id: str) -> Agent: ...
 
 
 def history_rows(store: HistoryStore, agent_id: str) -> Iterator[dict[str, Any]]:
     """Every evaluated candidate of every run of the agent, oldest run first: one row each,
-    `{"agent_id", "suite", "run_id", "generation", "genes", "fitness", "kpis"}` (`kpis`: the
-    further objectives and the constraint values the run has). Failed candidates, and
-    candidates a pre-screen left out, have no fitness: they are not rows."""
+    `{"agent_id", "suite", "run_id", "generation", "gene_names", "genes", "fitness", "kpis"}`
+    (`gene_names`: the manifest's, so the model names its inputs and a run can check that it
+    fits; `kpis`: the further objectives and the constraint values the run has). Failed
+    candidates, and candidates a pre-screen left out, have no fitness: they are not rows;
+    neither are candidates of a genome with another number of genes than the manifest's now."""
+    names = [g.name for g in store.get_agent(agent_id).manifest.genome]
     for run in store.list_runs(agent_id):
         for number in range(run.generation):  # told generations only
             generation = store.get_generation(run.run_id, number)
@@ -75,6 +79,8 @@ def history_rows(store: HistoryStore, agent_id: str) -> Iterator[dict[str, Any]]
                 continue
             for ind in generation.individuals:
                 if ind.fitness is None or not math.isfinite(ind.fitness):
+                    continue
+                if len(ind.genes) != len(names):  # an earlier genome of the agent
                     continue
                 kpis: dict[str, float] = {}
                 for i, v in enumerate(ind.objectives[1:], start=1):
@@ -86,6 +92,7 @@ def history_rows(store: HistoryStore, agent_id: str) -> Iterator[dict[str, Any]]
                     "suite": run.suite,
                     "run_id": run.run_id,
                     "generation": number,
+                    "gene_names": names,
                     "genes": list(ind.genes),
                     "fitness": ind.fitness,
                     "kpis": kpis,
@@ -223,10 +230,10 @@ def _check_fits(model: PredictorModel, agent: Agent) -> None:
         raise ValidationFailedError(
             "predictor.suite", f"{model.suite!r}: the agent's suite is {manifest.suite!r}"
         )
-    if len(model.genes) != len(manifest.genome):
+    names = [g.name for g in manifest.genome]
+    if list(model.genes) != names:
         raise ValidationFailedError(
-            "predictor.genes",
-            f"{len(model.genes)} genes: the agent's genome has {len(manifest.genome)}",
+            "predictor.genes", f"made for genes {list(model.genes)}, the agent has {names}"
         )
     if model.metrics is None:
         raise ValidationFailedError("predictor.metrics", "no held-out metrics: cannot judge it")
