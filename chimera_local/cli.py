@@ -447,7 +447,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     rows = [
         (
             e.run_id,
-            f"{e.first_generation}-{e.last_generation}",
+            "training job" if e.kind == "training" else f"{e.first_generation}-{e.last_generation}",
             e.placement + (" (degraded)" if e.degraded else ""),
             e.status,
             _usd(e.estimated_usd),
@@ -635,6 +635,7 @@ def cmd_train_predictor(args: argparse.Namespace) -> int:
     name = f"predictor-{args.agent_id}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     steps = {
         "ExportHistory": "layer 5  exporting the agent's history",
+        "ReserveTraining": "layer 8  reserving the training job's cost in the month's budget",
         "Train": "         training (SageMaker training job; locally on the CPU)",
         "InstallPredictor": "layer 5  validating and installing the predictor",
     }
@@ -657,10 +658,13 @@ def cmd_train_predictor(args: argparse.Namespace) -> int:
             print(f"chimera train-predictor {name}: failed: {why}", file=sys.stderr)
         return 1
     export, install = output["export"], output.get("install")
+    reservation = output.get("reservation")  # layer 8's: absent when nothing was exported
     if args.json:
-        print(json.dumps({"execution": name, "export": export, "install": install}, indent=2))
+        shown = {"export": export, "reservation": reservation, "install": install}
+        print(json.dumps({"execution": name, **shown}, indent=2))
     elif install is None:
-        print(f"{args.agent_id}: refused: {export['reason']}")
+        refused = reservation is not None and not reservation["reserved"]
+        print(f"{args.agent_id}: refused: {(reservation if refused else export)['reason']}")
     else:
         print(
             f"{args.agent_id}: held-out R² {install['r2']:.3f}, within 10 %: "

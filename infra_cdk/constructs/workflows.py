@@ -83,12 +83,14 @@ class Workflows(Construct):
         # Lambda steps are Refinement's, its Train state a managed-spot SageMaker training job
         # of the same image and role as evolution-run's SageMaker placement, named
         # predictor-<hash of the execution>. Started by the rule on EvolutionRunCompleted
-        # (infra_cdk/constructs/predictor_training.py).
+        # (infra_cdk/constructs/predictor_training.py). Layer 8 (Resources) reserves the job's
+        # cost before Train and commits it after: `_machine` lets it invoke exactly the two.
         self.predictor_training = self._machine(
             "PredictorTraining",
             "predictor-training",
             {
                 "RefinementFunctionArn": functions["Refinement"].function_arn,
+                "ResourcesFunctionArn": functions["Resources"].function_arn,
                 "TrainingImageUri": training_image_uri,
                 "SageMakerRoleArn": sagemaker_role.role_arn,
                 "ChimeraBackend": environment["CHIMERA_BACKEND"],

@@ -1,7 +1,7 @@
 """The synthesized predictor-training state machine: the checked-in file with
 `sagemaker:createTrainingJob.sync` (managed spot, the `training` channel, a checkpoint URI, the
 image and SageMaker role of evolution-run's SageMaker placement), a role that may do exactly
-what it needs (invoke Refinement, create/describe/stop its own predictor-* training jobs, pass
+what it needs (invoke Refinement and Resources (layer 8's reserve and commit), create/describe/stop its own predictor-* training jobs, pass
 the SageMaker role to SageMaker only, the .sync rule, its logs and traces) and nothing else,
 started by a rule on EvolutionRunCompleted with the agent's id."""
 
@@ -50,7 +50,6 @@ def test_the_machine_trains_on_sagemaker_with_evolution_runs_image_and_role(synt
     (channel,) = params["InputDataConfig"]
     assert channel["ChannelName"] == "training"
     assert channel["DataSource"]["S3DataSource"]["S3Uri.$"] == "$.export.training_data"
-    assert train["Catch"][0]["Next"] == "RecordFailure"
 
     subs = props["DefinitionSubstitutions"]
     machines = synthesized.template.find_resources("AWS::StepFunctions::StateMachine")
@@ -61,10 +60,18 @@ def test_the_machine_trains_on_sagemaker_with_evolution_runs_image_and_role(synt
     )
     for name in ("TrainingImageUri", "SageMakerRoleArn", "ChimeraArtifactBucket"):
         assert subs[name] == run["DefinitionSubstitutions"][name], name
-    refinement = synthesized.stack.node.find_child("Functions").by_name["Refinement"]
-    assert subs["RefinementFunctionArn"] == {
-        "Fn::GetAtt": [synthesized.logical_id(refinement), "Arn"]
-    }
+    functions = synthesized.stack.node.find_child("Functions").by_name
+    for name in ("Refinement", "Resources"):
+        assert subs[f"{name}FunctionArn"] == {
+            "Fn::GetAtt": [synthesized.logical_id(functions[name]), "Arn"]
+        }
+    # Layer 8 prices what Train runs: its instance type and stopping condition, as written
+    states = json.loads(text)["States"]
+    reserve = states["ReserveTraining"]["Parameters"]
+    assert reserve["instance_type"] == params["ResourceConfig"]["InstanceType"]
+    assert reserve["max_runtime_s"] == params["StoppingCondition"]["MaxRuntimeInSeconds"]
+    assert reserve["max_wait_s"] == params["StoppingCondition"]["MaxWaitTimeInSeconds"]
+    assert train["Catch"][0]["Next"] == "SettleFailedTraining" and train["Next"] == "CommitTraining"
 
 
 def test_its_role_holds_only_what_the_machine_needs(synthesized):
@@ -100,14 +107,10 @@ def test_its_role_holds_only_what_the_machine_needs(synthesized):
     def resources(action: str) -> list[Any]:
         return [r for s in statements if action in _list(s["Action"]) for r in _list(s["Resource"])]
 
-    refinement = synthesized.stack.node.find_child("Functions").by_name["Refinement"]
-    fn = synthesized.logical_id(refinement)
+    functions = synthesized.stack.node.find_child("Functions").by_name
     invoked = json.dumps(resources("lambda:InvokeFunction"))
-    assert fn in invoked
-    others = synthesized.stack.node.find_child("Functions").by_name
-    for name, other in others.items():
-        if name != "Refinement":
-            assert synthesized.logical_id(other) not in invoked, name
+    for name, fn in functions.items():  # layer 5's steps and layer 8's reserve and commit
+        assert (synthesized.logical_id(fn) in invoked) == (name in ("Refinement", "Resources"))
 
     (jobs,) = {json.dumps(r) for r in resources("sagemaker:CreateTrainingJob")}
     assert jobs.endswith(':training-job/predictor-*"]]}'), jobs

@@ -263,10 +263,16 @@ def _trace(
     return inside, [s for s in order if s not in inside]
 
 
-def flow_shape(asl: Mapping[str, Any], route: str = LAMBDA, distributed: bool = False) -> FlowShape:
+def flow_shape(
+    asl: Mapping[str, Any],
+    route: str = LAMBDA,
+    distributed: bool = False,
+    facts: Mapping[str, Any] | None = None,
+) -> FlowShape:
     """Count a machine's transitions, Lambda tasks and jobs from its states, on `route`
-    (`$.placement`), with the shards in a Distributed Map or not (`$.staged.distributed`)."""
-    facts = {"$.placement": route, "$.staged.distributed": distributed}
+    (`$.placement`), with the shards in a Distributed Map or not (`$.staged.distributed`);
+    `facts` decide further Choice variables (predictor-training's `$.export.exported`)."""
+    facts = {"$.placement": route, "$.staged.distributed": distributed, **(facts or {})}
     states = asl["States"]
     inside, outside = _trace(states, asl["StartAt"], facts)
     shape = FlowShape()
@@ -460,6 +466,89 @@ def segment_cost(
         jobs=jobs,
         rework_usd=rework_usd,
         speedup=speedup,
+    )
+
+
+# -- a predictor-training job ------------------------------------------------------------------
+class TrainingWork(_Data):
+    """A predictor-training execution's work: the exported rows and the epochs (the estimate),
+    or, once the job ended, the billable seconds SageMaker measured (the actual)."""
+
+    rows: int = Field(ge=0, le=100_000_000)
+    epochs: int = Field(ge=1, le=100_000)
+    seconds_per_row_epoch: float = Field(gt=0, le=60)
+    max_runtime_s: float = Field(gt=0, le=28 * 86_400, description="StoppingCondition's cap")
+    billable_s: float | None = Field(
+        default=None, ge=0, description="DescribeTrainingJob's BillableTimeInSeconds"
+    )
+
+
+# What one predictor-training execution writes besides the job, read off its Lambdas: the
+# ledger's reservation (2 items) and settlement (3 items), transactional (2 WRU an item), and
+# four decisions (export, reservation, commit, install or failure): 14 write units. S3: the
+# exported history, model.tar.gz and the installed model (PUTs), the channel's LIST (priced as
+# a PUT), the job's and InstallPredictor's GETs. The export's reads of the history (a
+# generation item per told generation) are not priced: unknown until exported, and a few
+# hundred read units cost well under $0.0001.
+TRAINING_WRU = 14
+TRAINING_S3_PUTS, TRAINING_S3_GETS = 4, 2
+
+
+def training_cost(
+    table: PriceTable,
+    placement: str,
+    work: TrainingWork,
+    shape: FlowShape,
+    *,
+    memory_mb: int = 1769,
+    architecture: str = "x86_64",
+) -> Cost:
+    """A SageMaker training job of `work` on `placement` (a managed-spot price of the table),
+    with the state machine doing `shape` once (its transitions and Lambda tasks).
+
+    Estimate: the table's start-up (billed as if all of it were: SageMaker bills from
+    TrainingStartTime, after the instance is provisioned) plus rows x epochs x
+    `seconds_per_row_epoch`, plus the expected re-work of spot interruptions (the trainer
+    starts again from the beginning: a start-up and, on average, half the training), all
+    capped at MaxRuntimeInSeconds (a job is stopped there). Actual: the measured billable
+    seconds, which already hold any re-work."""
+    inst = table.instance(placement)
+    if inst.service != "sagemaker":
+        raise ValidationFailedError("placement", f"{placement!r} is not a SageMaker price")
+    lam, sfn = table.lambda_, table.step_functions
+    lambda_speed(table, memory_mb, architecture)  # validates both
+    usd_gb_s = lam.usd_per_gb_second[architecture]  # type: ignore[index]
+    usd_s = inst.usd_per_hour / 3600
+    if work.billable_s is None:
+        train_s = work.rows * work.epochs * work.seconds_per_row_epoch
+        run_s = min(work.max_runtime_s, inst.startup_s + train_s)
+        interruptions = inst.interruptions_per_hour * run_s / 3600
+        rework_s = min(work.max_runtime_s - run_s, interruptions * (inst.startup_s + train_s / 2))
+    else:
+        run_s, rework_s = work.billable_s, 0.0
+    transitions = shape.per_segment + shape.per_generation
+    lambdas = shape.segment_lambdas + shape.generation_lambdas
+    lambda_s = lambdas * lam.orchestration_task_s
+    compute_usd = run_s * usd_s + lambda_s * memory_mb / 1024 * usd_gb_s
+    rework_usd = rework_s * usd_s
+    requests_usd = lambdas * lam.usd_per_request
+    transitions_usd = transitions * sfn.usd_per_standard_transition
+    dynamodb_usd = TRAINING_WRU * table.dynamodb.usd_per_write_request_unit
+    s3_usd = TRAINING_S3_PUTS * table.s3.usd_per_put + TRAINING_S3_GETS * table.s3.usd_per_get
+    return Cost(
+        placement=placement,
+        route="sagemaker",
+        seconds=transitions * sfn.transition_latency_s + lambda_s + run_s + rework_s,
+        usd=compute_usd + rework_usd + requests_usd + transitions_usd + dynamodb_usd + s3_usd,
+        compute_usd=compute_usd,
+        requests_usd=requests_usd,
+        transitions=transitions,
+        transitions_usd=transitions_usd,
+        dynamodb_usd=dynamodb_usd,
+        s3_usd=s3_usd,
+        jobs=shape.segment_jobs + shape.generation_jobs,
+        rework_usd=rework_usd,
+        speedup=1.0,
     )
 
 

@@ -1,7 +1,8 @@
 """Layer 8's read side: the ledger and the period's budget as the API, the CLI and the report
 show them (`GET /costs`, `GET /budget`, `chimera cost`).
 
-Each ledger entry is one segment of a run: its placement, the estimate it was placed on, what
+Each ledger entry is one segment of a run (or one predictor-training execution's training
+job, `kind` training, run id `predictor:<agent>`): its placement, the estimate it was placed on, what
 it held against the budget while open, and once committed the actual cost counted from what
 ran (generations, evaluations, transitions, jobs). Totals compare estimated with actual on
 the committed entries only (an open entry has no actual yet). Pages are in the ledger's order
@@ -37,6 +38,8 @@ COUNTS = (
     "measured_s",
     "evaluator_s",
     "measured_evaluations",
+    "billable_s",  # a training job's (predictor-training): DescribeTrainingJob's figures
+    "training_s",
 )
 
 
@@ -46,6 +49,10 @@ class CostEntryView(View):
     execution_id: str
     period: str
     placement: str
+    kind: str = Field(
+        description="segment (some generations of a run) or training (a predictor-training "
+        "execution's SageMaker job; its run_id is predictor:<agent>)"
+    )
     status: str = Field(description="reserved (open: held against the budget) or committed")
     first_generation: int | None
     last_generation: int | None
@@ -60,7 +67,8 @@ class CostEntryView(View):
     )
     counts: dict[str, float | None] = Field(
         description="what the actual was counted from: generations, evaluations, "
-        "transitions, jobs, measured_s (an instance job's wall time)"
+        "transitions, jobs, measured_s (an instance job's wall time); a training job's "
+        "billable_s and training_s"
     )
     note: str
     reserved_at: datetime
@@ -134,6 +142,7 @@ def entry_view(entry: LedgerEntry) -> CostEntryView:
         execution_id=entry.execution_id,
         period=entry.period,
         placement=entry.placement,
+        kind=str(detail.get("kind", "segment")),
         status=entry.status,
         first_generation=generation("first_generation"),
         last_generation=generation("last_generation"),
