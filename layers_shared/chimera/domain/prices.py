@@ -20,6 +20,10 @@ generations of one run) costs, on each placement:
   adapt per generation; place and commit per segment), DynamoDB request units and S3 requests
   per generation.
 
+A predictor-training execution's SageMaker job (`training_cost`) is priced the same way: the
+managed-spot instance-seconds (estimated from rows x epochs, or the job's measured billable
+seconds) plus the execution's transitions, Lambdas and requests.
+
 The GPU placements' speed-up over one Lambda vCPU is a parameter of the table
 (`gpu_speedup`): 1.0, the CPU path's throughput, until the torch twin's benchmark measures it.
 """
