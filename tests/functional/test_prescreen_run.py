@@ -12,6 +12,7 @@ optimizer's candidates in Layer 7's ask, and only the kept share is evaluated.
 * A stale predictor (other genes) and a corrupt one (not JSON, wrong shapes) are ignored with a
   decision, once per run: every candidate is evaluated and the run goes on.
 * CHIMERA_PRESCREEN=off evaluates every candidate although a predictor is installed.
+* Layer 8's Place prices a screened segment at the kept share, an unscreened one at λ.
 * The batch placement (the segment job calls the same ask in its process) gives the Lambda
   placement's champion and history for the same seed, screened alike.
 """
@@ -27,6 +28,9 @@ import pytest
 from chimera import runtime
 from chimera.domain.models import Decision
 from chimera.domain.predictor import DenseLayer, PredictorMetrics, PredictorModel, blob_key
+from chimera.domain.prices import Work, load_prices, segment_cost
+from chimera.domain.suites import get_suite
+from chimera.services.resources import SEGMENT_SHAPES
 
 from chimera_local.asl import ExecutionFailedError
 from chimera_local.workflows import handler_for, local_executor, state_machine_arn
@@ -346,3 +350,41 @@ def test_a_screened_run_gives_the_same_champion_on_batch_as_on_lambda(
         jobs = sorted((tmp_path / f"{placement}-home" / "jobs").glob("*.log"))
         assert bool(jobs) == (placement == "batch")  # the batch run's segments ran as jobs
     assert results["batch"] == results["lambda"]
+
+
+def test_layer_8_prices_the_share_a_screen_evaluates(home, only_cartpole):
+    """Place (evolution-run's task) prices a screened segment at the kept share of λ, and an
+    unscreened one (the model ignored as corrupt) at λ: the reservation is what will run."""
+    runtime.deps.cache_clear()
+    _register("priced")
+    settings = runtime.deps().settings
+
+    def estimate(evaluations: int) -> float:
+        work = Work(
+            generations=5,
+            population=evaluations,
+            seconds_per_evaluation=get_suite("cartpole-v1").seconds_per_evaluation,
+            shard_size=settings.shard_size,
+        )
+        shape = SEGMENT_SHAPES[("lambda", False)]
+        cost = segment_cost(
+            load_prices(),
+            "lambda",
+            work,
+            shape,
+            memory_mb=settings.evaluator_memory_mb,
+            architecture=settings.evaluator_architecture,
+        )
+        return cost.usd
+
+    placed = {}
+    for execution, blob in (("screened", hand_model()), ("ignored", None)):
+        install(b"{not json" if blob is None else blob.model_dump_json().encode())
+        run_id = _start(execution)
+        ex = {"execution_id": execution, "run_id": run_id}
+        placed[execution] = _call("resources", {"action": "place", **ex, "last_generation": 4})
+        _call("evolution", {"action": "finish", **ex, "reason": "priced"})
+    assert placed["screened"]["placement"] == placed["ignored"]["placement"] == "lambda"
+    assert placed["screened"]["estimated_usd"] == pytest.approx(estimate(KEPT), rel=1e-9)
+    assert placed["ignored"]["estimated_usd"] == pytest.approx(estimate(LAMBDA), rel=1e-9)
+    assert placed["screened"]["estimated_usd"] < placed["ignored"]["estimated_usd"]

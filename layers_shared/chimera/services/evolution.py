@@ -331,22 +331,12 @@ def _screen_model(
     the deployment allows it and an installed predictor fits the agent; else None (a
     predictor that is there but cannot be used is recorded as ignored, once per run and blob).
     """
-    share = get_suite(run.suite).prescreen_keep
-    if share is None or deps.settings.prescreen == "off":
+    installed = _installed_predictor(deps, run)
+    if installed is None:
         return None
-    if not 0.0 < share <= 1.0:
-        raise ValidationFailedError("prescreen_keep", f"{run.suite}: {share} is not in (0, 1]")
-    key = blob_key(run.agent_id)
-    try:
-        data = deps.store.blobs.get(key)
-    except NotFoundError:
-        return None  # no predictor trained for this agent (yet): every candidate is evaluated
-    try:
-        model = parse_model(data)
-        _check_fits(
-            model, run, [g.name for g in deps.store.get_agent(run.agent_id).manifest.genome]
-        )
-    except ValidationFailedError as exc:
+    share, data, model = installed
+    if isinstance(model, ValidationFailedError):
+        exc, key = model, blob_key(run.agent_id)
         digest = hashlib.sha256(data).hexdigest()[:12]
         _decide(
             deps,
@@ -362,6 +352,40 @@ def _screen_model(
         )
         return None
     return model, share
+
+
+def _installed_predictor(
+    deps: Deps, run: EvolutionRun
+) -> tuple[float, bytes, PredictorModel | ValidationFailedError] | None:
+    """The suite's share to keep, the agent's predictor as stored, and the model (or why it
+    does not fit the run); None where the suite does not opt in, the deployment switched
+    screening off or no predictor is installed for the agent (yet)."""
+    share = get_suite(run.suite).prescreen_keep
+    if share is None or deps.settings.prescreen == "off":
+        return None
+    if not 0.0 < share <= 1.0:
+        raise ValidationFailedError("prescreen_keep", f"{run.suite}: {share} is not in (0, 1]")
+    try:
+        data = deps.store.blobs.get(blob_key(run.agent_id))
+    except NotFoundError:
+        return None
+    try:
+        model = parse_model(data)
+        _check_fits(
+            model, run, [g.name for g in deps.store.get_agent(run.agent_id).manifest.genome]
+        )
+    except ValidationFailedError as exc:
+        return share, data, exc
+    return share, data, model
+
+
+def evaluated_per_generation(deps: Deps, run: EvolutionRun) -> int:
+    """How many candidates each of the run's next generations evaluates: the population, or
+    the share a pre-screen keeps where `ask` would screen (what layer 8 prices)."""
+    installed = _installed_predictor(deps, run)
+    if installed is None or isinstance(installed[2], ValidationFailedError):
+        return run.population_size
+    return math.ceil(installed[0] * run.population_size)
 
 
 def _check_fits(model: PredictorModel, run: EvolutionRun, genes: list[str]) -> None:

@@ -47,7 +47,7 @@ from chimera.services.cost_contracts import (
     ReserveTrainingResult,
 )
 from chimera.services.deps import Deps
-from chimera.services.evolution import owned_run
+from chimera.services.evolution import evaluated_per_generation, owned_run
 
 # The placements evolution-run can route a segment to (its Route Choice reads the value): a
 # child evolution-segment execution of Lambdas, one Batch job on the GPU spot queue, or one
@@ -98,13 +98,14 @@ def _price(deps: Deps, table: PriceTable, placement: str, work: Work) -> Cost:
     )
 
 
-def _work(deps: Deps, run: EvolutionRun, generations: int, **extra: Any) -> Work:
+def _work(deps: Deps, run: EvolutionRun, generations: int, population: int) -> Work:
+    """A segment's predicted work: `population` evaluations a generation (fewer than the
+    run's population where a pre-screen keeps a share: `evaluated_per_generation`)."""
     return Work(
         generations=generations,
-        population=run.population_size,
+        population=population,
         seconds_per_evaluation=get_suite(run.suite).seconds_per_evaluation,
         shard_size=deps.shard_size,
-        **extra,
     )
 
 
@@ -123,11 +124,12 @@ def place(req: PlaceSegmentRequest, deps: Deps) -> PlaceSegmentResult:
         _record_placement(deps, req.execution_id, stored)
         return _placed(stored)
     table = load_prices()
-    work = _work(deps, run, generations)
+    population = evaluated_per_generation(deps, run)
+    work = _work(deps, run, generations, population)
     allowed = _allowed(deps)
     options = [_price(deps, table, p, work) for p in allowed]
     left_s = (run.started_at + timedelta(seconds=deps.deadline_s) - now).total_seconds()
-    rest_s = _fastest_rest(deps, table, run, allowed, generations, max(0, final - last))
+    rest_s = _fastest_rest(deps, table, run, allowed, generations, max(0, final - last), population)
     decision = choose(options, left_s, rest_s)
     chosen, reason = decision.chosen, decision.reason
     if len(allowed) < len(DEPLOYED):
@@ -161,6 +163,7 @@ def _fastest_rest(
     allowed: list[str],
     size: int,
     left: int,
+    population: int,
 ) -> float:
     """The least wall time the rest of the run can take: segment by segment (each pays its
     own start-up and loop), of this segment's size and a shorter last one."""
@@ -170,7 +173,9 @@ def _fastest_rest(
         sizes = [size] * (left // size) + ([left % size] if left % size else [])
     fastest: dict[int, float] = {}
     for g in set(sizes):
-        fastest[g] = min(_price(deps, table, p, _work(deps, run, g)).seconds for p in allowed)
+        fastest[g] = min(
+            _price(deps, table, p, _work(deps, run, g, population)).seconds for p in allowed
+        )
     return sum(fastest[g] for g in sizes)
 
 
