@@ -44,6 +44,37 @@ def test_commit_cost_run_twice_commits_once(home, only_cartpole):
     assert held == pytest.approx(spent, abs=1e-6)  # the rest of the reservation released
     (entry,) = runtime.deps().store.list_ledger(run_id=RUN)
     assert entry.status == "committed"
+    commits = [d for d in runtime.deps().store.list_decisions(EX["execution_id"]) if d.key]
+    assert [d.key for d in commits].count(f"resources:{placed['entry_id']}:commit") == 1
+
+
+def test_commit_cost_killed_between_its_settle_and_its_decision(home, only_cartpole, monkeypatch):
+    """The entry settled, the process dies before the decision: the retry commits nothing
+    again and records the decision the kill lost, from the settled entry."""
+    start_live_cartpole("cycle-1")
+    placed = segment(1, commit=False)
+    store = runtime.deps().store
+    add_decision = type(store).add_decision
+
+    def killed(self, decision):  # type: ignore[no-untyped-def]
+        if decision.key and decision.key.endswith(":commit"):
+            raise SystemExit("killed between the settle and the decision")
+        return add_decision(self, decision)
+
+    commit = {"action": "commit_cost", **EX, "entry_id": placed["entry_id"]}
+    monkeypatch.setattr(type(store), "add_decision", killed)
+    with pytest.raises(SystemExit):
+        handler_for("resources")(commit)
+    monkeypatch.setattr(type(store), "add_decision", add_decision)
+    (entry,) = store.list_ledger(run_id=RUN)
+    assert entry.status == "committed"
+    _, spent = budget()
+    retried = handler_for("resources")(commit)
+    assert retried["actual_usd"] == entry.actual_usd and budget()[1] == spent  # charged once
+    key = f"resources:{placed['entry_id']}:commit"
+    (decided,) = [d for d in store.list_decisions(EX["execution_id"]) if d.key == key]
+    assert decided.detail["generations"] == 2 and decided.detail["measured"] == "all"
+    assert f"actual ${entry.actual_usd:.6f}" in decided.summary
 
 
 KILLED_BEFORE_COMMIT = """

@@ -78,6 +78,29 @@ SEGMENT_SHAPES: dict[tuple[Route, bool], FlowShape] = {
 # The reservation is the estimate times this: room for evaluations slower than the suite's
 # figure; an actual above it is still committed in full.
 RESERVE_FACTOR = 2.0
+# A settled entry's note: committed by CommitCost / CommitTraining (the sweep writes another).
+COMMITTED, COMMITTED_FAILED = "committed", "committed: the job failed"
+# What a commit's decision reports, read back from the settled entry's detail.
+SEGMENT_COUNTS = (
+    "generations",
+    "evaluations",
+    "transitions",
+    "jobs",
+    "measured_s",
+    "evaluator_s",
+    "measured_evaluations",
+    "measured",
+)
+TRAINING_COUNTS = (
+    "billable_s",
+    "training_s",
+    "job_status",
+    "job_name",
+    "measured",
+    "transitions",
+    "jobs",
+    "compute_usd",
+)
 MIN_EXPIRY_S = 600.0
 
 
@@ -331,11 +354,12 @@ def commit_cost(req: CommitCostRequest, deps: Deps) -> CommitCostResult:
     entry = deps.store.get_ledger_entry(req.run_id, req.entry_id)
     if entry is None:
         raise NotFoundError("ledger entry", f"{req.run_id}/{req.entry_id}", field="entry_id")
-    fired: list[float] = []
     if entry.status == "reserved":
         now = deps.clock.now()
         actual, counts = _actual(deps, entry, now)
         entry = deps.store.settle(req.run_id, req.entry_id, actual, now, "committed", counts)
+    if entry.note == COMMITTED:  # recorded from the entry: a retry records what a kill lost
+        counts = {k: entry.detail.get(k) for k in SEGMENT_COUNTS}
         _record(
             deps,
             req.execution_id,
@@ -640,9 +664,11 @@ def commit_training(req: CommitTrainingRequest, deps: Deps) -> CommitTrainingRes
             req.entry_id,
             actual,
             now,
-            "committed: the job failed" if failed else "committed",
+            COMMITTED_FAILED if failed else COMMITTED,
             counts,
         )
+    if entry.note in (COMMITTED, COMMITTED_FAILED):  # a retry records what a kill lost
+        counts = {k: entry.detail.get(k) for k in TRAINING_COUNTS}
         _record(
             deps,
             req.execution_id,
