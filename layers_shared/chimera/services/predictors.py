@@ -9,11 +9,12 @@ hyperparameter `job=predictor`).
   model.tar.gz and keeps its checkpoints. Too little history is refused as an outcome (a
   recorded decision, `exported` false), not a failure.
 * `install_predictor` (InstallPredictor): model.json from the job's model.tar.gz, validated
-  (`parse_model`) and checked against the agent's manifest (suite, number of genes), written
-  to `chimera.domain.predictor.blob_key(agent_id)` — where Layer 7's ask reads it — unless its
-  held-out R² of fitness is below the floor; either way one decision records R², within-10 %
-  and why. A retry of the same execution's install returns the decision it recorded and
-  writes nothing (a newer execution's model is never overwritten by an old retry).
+  (`parse_model`) and checked against the agent's manifest (suite, the genes by name and
+  order), written to `chimera.domain.predictor.blob_key(agent_id)` — where Layer 7's ask reads
+  it — unless its held-out R² of fitness is below the floor; either way one decision records
+  R², within-10 % and why. A retry of the same execution's install after its decision returns
+  that decision and writes nothing (an old retry does not overwrite a newer execution's
+  model); one killed between the write and the decision writes the same model again.
 * `record_training_failure` (RecordFailure): a failed step's error (a training job's
   FailureReason read out of DescribeTrainingJob's JSON) as a decision, before the machine's
   Fail state.
