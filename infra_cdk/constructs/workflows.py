@@ -37,6 +37,17 @@ class Workflows(Construct):
         _allow_distributed_map(self, self.evolution_segment, artifacts)
         # One canary per champion: it bakes for hours, so evolution-run starts it and ends.
         self.canary_rollout = self._machine("CanaryRollout", "canary-rollout", fn_arns, functions)
+        # What a SageMaker training job of ours is started with (evolution-run's SageMaker
+        # placement, predictor-training's Train): the GPU image, the SageMaker role and the
+        # functions' CHIMERA_* environment.
+        training_job = {
+            "TrainingImageUri": training_image_uri,
+            "SageMakerRoleArn": sagemaker_role.role_arn,
+            "ChimeraBackend": environment["CHIMERA_BACKEND"],
+            "ChimeraTableName": environment["CHIMERA_TABLE_NAME"],
+            "ChimeraBundleBucket": environment["CHIMERA_BUNDLE_BUCKET"],
+            "ChimeraArtifactBucket": environment["CHIMERA_ARTIFACT_BUCKET"],
+        }
         self.evolution_run = self._machine(
             "EvolutionRun",
             "evolution-run",
@@ -47,14 +58,8 @@ class Workflows(Construct):
                 # A segment placed on Batch: one job on the GPU spot queue.
                 "GpuJobQueueArn": job_queue_arn,
                 "GpuJobDefinitionArn": job_definition_arn,
-                # A segment placed on SageMaker: one managed-spot training job of the same
-                # image, with the functions' CHIMERA_* environment.
-                "TrainingImageUri": training_image_uri,
-                "SageMakerRoleArn": sagemaker_role.role_arn,
-                "ChimeraBackend": environment["CHIMERA_BACKEND"],
-                "ChimeraTableName": environment["CHIMERA_TABLE_NAME"],
-                "ChimeraBundleBucket": environment["CHIMERA_BUNDLE_BUCKET"],
-                "ChimeraArtifactBucket": environment["CHIMERA_ARTIFACT_BUCKET"],
+                # A segment placed on SageMaker: one managed-spot training job.
+                **training_job,
             },
             functions,
         )
@@ -91,12 +96,7 @@ class Workflows(Construct):
             {
                 "RefinementFunctionArn": functions["Refinement"].function_arn,
                 "ResourcesFunctionArn": functions["Resources"].function_arn,
-                "TrainingImageUri": training_image_uri,
-                "SageMakerRoleArn": sagemaker_role.role_arn,
-                "ChimeraBackend": environment["CHIMERA_BACKEND"],
-                "ChimeraTableName": environment["CHIMERA_TABLE_NAME"],
-                "ChimeraBundleBucket": environment["CHIMERA_BUNDLE_BUCKET"],
-                "ChimeraArtifactBucket": environment["CHIMERA_ARTIFACT_BUCKET"],
+                **training_job,
             },
             functions,
         )
